@@ -1,0 +1,293 @@
+//! `kprobe-attach FUNC` and `probe attach FUNC`: trace every call of one
+//! kernel function with the default tracer and print one line per call.
+
+use std::{
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
+    path::Path,
+};
+
+use anyhow::Context as _;
+use log::info;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use super::{CliError, Exit};
+use crate::{
+    btf::Btf,
+    format::CallFormatter,
+    kallsyms::Kallsyms,
+    kernel, suggest,
+    tracer::{self, AttachError, Attached, DEFAULT_BUFFER_SIZE, MechanismChoice, TraceRequest},
+};
+
+/// Options of the attach command.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Kernel function to trace, as /proc/kallsyms names it (for example
+    /// do_sys_openat2).
+    #[arg(value_name = "FUNC")]
+    pub function: String,
+
+    /// Trace returns instead of entries, and print each return value after
+    /// the arguments.
+    #[arg(long = "return", short = 'r')]
+    pub return_probe: bool,
+
+    /// Trace only the process with this process id.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Stop after printing this many calls.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// How to attach: fentry/fexit, kprobe/kretprobe, or the best that the
+    /// kernel supports.
+    #[arg(long, value_enum, default_value_t = MechanismChoice::Auto)]
+    pub mechanism: MechanismChoice,
+
+    /// Size of the event ring buffer in bytes: a power of two, at least one
+    /// page (4096).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BUFFER_SIZE)]
+    pub buffer_size: u32,
+
+    /// Explain what was chosen and loaded; repeat for debug output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Why the event stream ended.
+enum StreamEnd {
+    Signal(&'static str),
+    CountReached,
+    OutputClosed,
+}
+
+/// Runs the attach command to completion.
+pub fn run(args: &AttachArgs) -> Result<(), CliError> {
+    validate(args)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(trace(args))
+}
+
+fn validate(args: &AttachArgs) -> Result<(), CliError> {
+    if !args.buffer_size.is_power_of_two() || args.buffer_size < 4096 {
+        return Err(CliError::usage(format!(
+            "invalid --buffer-size {}: use a power of two of at least 4096, for example 1048576",
+            args.buffer_size
+        )));
+    }
+    if !kernel::is_root() {
+        return Err(CliError::runtime(
+            "must run as root: loading BPF programs needs CAP_BPF and CAP_PERFMON; try again with sudo",
+        ));
+    }
+    if let Some(pid) = args.pid {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(CliError::usage(format!(
+                "invalid -p {pid}: no process has that id (check with `ps -p {pid}`)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn trace(args: &AttachArgs) -> Result<(), CliError> {
+    // Handlers go in before anything is attached, so that a signal arriving
+    // at any point from here on ends the run through the same clean path.
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => Some(btf),
+        Err(err) => {
+            info!("no kernel BTF, arguments will print as raw registers: {err}");
+            None
+        }
+    };
+    let signature = btf.as_ref().and_then(|btf| btf.find_function(&args.function));
+    if signature.is_none() {
+        ensure_text_symbol(&args.function, btf.as_ref())?;
+        info!("`{}` has no BTF prototype: fentry is not possible", args.function);
+    }
+    let formatter = CallFormatter::new(
+        &args.function,
+        btf.as_ref().zip(signature.as_ref()),
+    );
+
+    let request = TraceRequest {
+        function: args.function.clone(),
+        return_probe: args.return_probe,
+        pid: args.pid,
+        mechanism: args.mechanism,
+        buffer_size: args.buffer_size,
+        has_btf: signature.is_some(),
+    };
+    let mut attached = tracer::attach(&request).map_err(|err| match err {
+        AttachError::NoMechanism { .. } => CliError::runtime(format!(
+            "{err}\ntracepoints, raw tracepoints, uprobes and perf events still work on this kernel; \
+             for system calls, the syscalls:sys_enter_* and syscalls:sys_exit_* tracepoints cover \
+             most of what their kernel functions do"
+        )),
+        other => CliError::runtime(other.to_string()),
+    })?;
+    eprintln!(
+        "Tracing {} of {} with {}. Ctrl-C to end.",
+        if args.return_probe { "returns" } else { "calls" },
+        args.function,
+        attached.mechanism
+    );
+
+    let mut seen: u64 = 0;
+    let end = stream_events(
+        &mut attached,
+        &formatter,
+        args.count,
+        &mut seen,
+        [&mut interrupt, &mut terminate, &mut hangup],
+    )
+    .await?;
+
+    attached.detach();
+    let losses = attached.losses();
+    match end {
+        StreamEnd::Signal(name) => info!("received {name}, detached"),
+        StreamEnd::CountReached => info!("printed {seen} calls, detached"),
+        StreamEnd::OutputClosed => info!("output closed, detached"),
+    }
+    let mut summary = format!(
+        "{seen} {} traced, {} {} lost (ring buffer full)",
+        if seen == 1 { "call" } else { "calls" },
+        losses.events,
+        if losses.events == 1 { "event" } else { "events" },
+    );
+    if losses.arguments > 0 {
+        summary.push_str(&format!(
+            ", {} returns printed without arguments (entry map full)",
+            losses.arguments
+        ));
+    }
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// Checks that `function` is a text symbol in kallsyms, and otherwise
+/// returns a "not found" error with close matches.
+fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<(), CliError> {
+    let kallsyms = Kallsyms::read().context("failed to read /proc/kallsyms")?;
+    if kallsyms.text_symbols(function).next().is_some() {
+        return Ok(());
+    }
+    let btf_names = btf.into_iter().flat_map(|btf| btf.function_names());
+    let candidates = kallsyms.text_names().chain(btf_names);
+    let matches = suggest::close_matches(function, candidates, 5);
+    let mut message = format!(
+        "kernel function `{function}` not found in /proc/kallsyms or the kernel's BTF"
+    );
+    if matches.is_empty() {
+        message.push_str("; check the spelling, or load the module that defines it");
+    } else {
+        message.push_str(&format!("; did you mean: {}?", matches.join(", ")));
+    }
+    Err(CliError::usage(message))
+}
+
+/// Prints events until a signal, the count limit, or a closed output ends
+/// the stream.
+async fn stream_events(
+    attached: &mut Attached,
+    formatter: &CallFormatter,
+    limit: Option<u64>,
+    seen: &mut u64,
+    signals: [&mut tokio::signal::unix::Signal; 3],
+) -> Result<StreamEnd, CliError> {
+    let [interrupt, terminate, hangup] = signals;
+    // SAFETY: both descriptors belong to maps owned by `attached`, which
+    // outlives these registrations: they are dropped when this function
+    // returns, and `attached` is borrowed for all of it.
+    let events_fd = unsafe { AsyncFd::register_with_interest(attached.events.as_raw_fd(), Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("failed to poll the event ring buffer")?;
+    let logger_fd = match &attached.logger {
+        // SAFETY: as above.
+        Some(logger) => Some(
+            unsafe { AsyncFd::register_with_interest(logger.as_raw_fd(), Interest::READABLE) }
+                .map_err(io::Error::from)
+                .context("failed to poll the log ring buffer")?,
+        ),
+        None => None,
+    };
+
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if writeln!(out, "{}", CallFormatter::header()).and_then(|()| out.flush()).is_err() {
+        return Ok(StreamEnd::OutputClosed);
+    }
+    let mut line = String::with_capacity(256);
+
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(StreamEnd::Signal("SIGINT")),
+            _ = terminate.recv() => return Ok(StreamEnd::Signal("SIGTERM")),
+            _ = hangup.recv() => return Ok(StreamEnd::Signal("SIGHUP")),
+            ready = async {
+                match &logger_fd {
+                    Some(fd) => fd.readable().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = ready.context("failed to poll the log ring buffer")?;
+                if let Some(logger) = attached.logger.as_mut() {
+                    logger.flush();
+                }
+                guard.clear_ready();
+            }
+            ready = events_fd.readable() => {
+                let mut guard = ready.context("failed to poll the event ring buffer")?;
+                while let Some(item) = attached.events.next() {
+                    let Some(event) = decode(&item) else {
+                        continue;
+                    };
+                    line.clear();
+                    formatter.write_event(&event, &mut line);
+                    line.push('\n');
+                    if out.write_all(line.as_bytes()).is_err() {
+                        return Ok(StreamEnd::OutputClosed);
+                    }
+                    *seen += 1;
+                    if limit.is_some_and(|limit| *seen >= limit) {
+                        let _ = out.flush();
+                        return Ok(StreamEnd::CountReached);
+                    }
+                }
+                if out.flush().is_err() {
+                    return Ok(StreamEnd::OutputClosed);
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<probe_common::CallEvent> {
+    if bytes.len() < size_of::<probe_common::CallEvent>() {
+        return None;
+    }
+    // SAFETY: the slice holds at least `size_of::<CallEvent>()` bytes, the
+    // read is unaligned, and every bit pattern is a valid `CallEvent`.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+impl Exit for AttachArgs {
+    fn verbosity(&self) -> u8 {
+        self.verbose
+    }
+}

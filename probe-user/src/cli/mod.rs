@@ -1,0 +1,133 @@
+//! Command-line front ends shared by the `probe` and `kprobe-attach`
+//! binaries.
+//!
+//! Exit status: 0 on success, 1 on a runtime failure (including a kernel
+//! that cannot attach), 2 on a usage error (a bad option value, or a
+//! function that does not exist).
+
+pub mod attach;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage error, as clap uses for bad options.
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error that ends a command, with the exit status it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub status: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            status: EXIT_USAGE,
+            error: anyhow::anyhow!(message.into()),
+        }
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            status: EXIT_FAILURE,
+            error: anyhow::anyhow!(message.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            status: EXIT_FAILURE,
+            error,
+        }
+    }
+}
+
+/// Options every command has.
+pub trait Exit {
+    fn verbosity(&self) -> u8;
+}
+
+/// Sets up logging: warnings and errors only by default, `-v` adds what was
+/// chosen and loaded, `-vv` adds debug output. `RUST_LOG` overrides both.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_default_env();
+    let _ = builder.try_init();
+}
+
+/// Runs a command and turns its result into an exit status, printing an
+/// error once, prefixed with the program name and with its causes on one
+/// line.
+fn finish(program: &str, result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError { status, error }) => {
+            let mut message = error.to_string();
+            for cause in error.chain().skip(1) {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+            }
+            eprintln!("{program}: error: {message}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// Trace every call of one kernel function, live, with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "kprobe-attach", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
+struct KprobeAttachCli {
+    #[command(flatten)]
+    attach: attach::AttachArgs,
+}
+
+/// Live kernel instrumentation with eBPF: trace kernel functions without a
+/// reboot.
+#[derive(Debug, Parser)]
+#[command(name = "probe", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
+struct ProbeCli {
+    #[command(subcommand)]
+    command: ProbeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// Trace every call of one kernel function (the same as kprobe-attach).
+    Attach(attach::AttachArgs),
+}
+
+const EXIT_STATUS_HELP: &str =
+    "Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.";
+
+/// Entry point of the `kprobe-attach` binary.
+pub fn kprobe_attach_main() -> ExitCode {
+    let cli = KprobeAttachCli::parse();
+    init_logging(cli.attach.verbosity());
+    finish("kprobe-attach", attach::run(&cli.attach))
+}
+
+/// Entry point of the `probe` binary.
+pub fn probe_main() -> ExitCode {
+    let cli = ProbeCli::parse();
+    match cli.command {
+        ProbeCommand::Attach(args) => {
+            init_logging(args.verbosity());
+            finish("probe attach", attach::run(&args))
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The user-space side of the probe tool: kernel facts, BTF and symbol
+//! lookups, the default tracer's loader, and the command-line front ends.
+
+pub mod btf;
+pub mod cli;
+pub mod fault;
+pub mod format;
+pub mod kallsyms;
+pub mod kernel;
+pub mod suggest;
+pub mod tracer;
