@@ -1,0 +1,94 @@
+//! Integration tests on the host kernel (run as root). The development
+//! host has no kprobes and refuses fentry programs, so kernel-function
+//! tracing itself is tested in the VM; here we check what a user of such a
+//! kernel sees, and the usage errors.
+
+mod common;
+
+use common::{assert_nothing_attached, kernel_has_kprobes, kprobe_attach, run, text};
+
+fn host_cannot_attach() -> bool {
+    !kernel_has_kprobes()
+}
+
+#[test]
+fn attach_without_kprobes_or_fentry_explains() {
+    if !host_cannot_attach() {
+        eprintln!("skipped: this kernel has kprobes, so the explanation does not apply");
+        return;
+    }
+    let output = run(kprobe_attach().arg("do_sys_openat2"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.starts_with("kprobe-attach: error: cannot attach to kernel function `do_sys_openat2`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("this kernel has no kprobes"), "{stderr}");
+    assert!(stderr.contains("CONFIG_KPROBES"), "{stderr}");
+    assert!(stderr.contains("fentry"), "{stderr}");
+    assert!(stderr.contains("tracepoints"), "{stderr}");
+    assert!(text(&output.stdout).is_empty(), "nothing on stdout");
+    assert_nothing_attached("after the refused attach");
+}
+
+#[test]
+fn attach_refused_with_forced_kprobe() {
+    if !host_cannot_attach() {
+        eprintln!("skipped: this kernel has kprobes");
+        return;
+    }
+    let output = run(kprobe_attach().args(["--mechanism", "kprobe", "do_sys_openat2"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("kprobe: this kernel has no kprobes"), "{stderr}");
+    assert!(!stderr.contains("fentry:"), "fentry was not requested: {stderr}");
+}
+
+#[test]
+fn unknown_function_suggests_close_names() {
+    let output = run(kprobe_attach().arg("do_sys_opneat2"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("kernel function `do_sys_opneat2` not found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean: do_sys_openat2"), "{stderr}");
+}
+
+#[test]
+fn unknown_function_without_close_names() {
+    let output = run(kprobe_attach().arg("zzqx_no_such_function_qqq"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(stderr.contains("check the spelling"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "FUNC"),
+        (&["--count", "0", "vfs_read"], "--count"),
+        (&["--buffer-size", "1000", "vfs_read"], "invalid --buffer-size 1000"),
+        (&["--mechanism", "uprobe", "vfs_read"], "--mechanism"),
+        (&["-p", "999999999", "vfs_read"], "invalid -p 999999999"),
+        (&["--no-such-option", "vfs_read"], "--no-such-option"),
+    ];
+    for (args, expected) in cases {
+        let output = run(kprobe_attach().args(*args));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "args {args:?}: {stderr}");
+        assert!(stderr.contains(expected), "args {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn probe_attach_matches_kprobe_attach() {
+    let output = run(std::process::Command::new(common::bin("probe")).args(["attach", "do_sys_opneat2"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("probe attach: error:"), "{stderr}");
+    assert!(stderr.contains("did you mean: do_sys_openat2"), "{stderr}");
+}

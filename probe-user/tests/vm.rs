@@ -1,0 +1,254 @@
+//! Integration tests that need kprobes or fentry: they run inside the test
+//! VM (`cargo xtask test --tier vm`), where the runner sets
+//! `PROBE_EXPECT_KERNEL_FEATURES` to the features the kernel must have. A
+//! test whose feature is missing skips with a reason, unless the runner
+//! says the kernel has it, in which case it fails.
+
+mod common;
+
+use std::{process::Stdio, thread, time::Duration};
+
+use common::{
+    Tracer, assert_nothing_attached, event_lines, helper, kernel_expected_to_have,
+    kernel_has_kprobes, parse_event, run, text,
+};
+
+const FUNCTION: &str = "do_sys_openat2";
+
+/// Returns false, after printing why, when the kernel cannot run the test;
+/// panics when the runner said the kernel must have the feature.
+fn kernel_supports(mechanism: &str) -> bool {
+    let available = match mechanism {
+        "kprobe" => kernel_has_kprobes(),
+        // fentry support is only known by trying; the runner's list decides.
+        "fentry" => kernel_expected_to_have("fentry"),
+        _ => false,
+    };
+    if !available {
+        assert!(
+            !kernel_expected_to_have(mechanism),
+            "this kernel should support {mechanism} but does not"
+        );
+        eprintln!("skipped: this kernel has no {mechanism} support");
+    }
+    available
+}
+
+/// Runs the helper's `open` command on paths and returns each result (fd
+/// or negative errno) in order, and the helper's pid.
+fn open_paths(paths: &[&str]) -> (u32, Vec<i64>) {
+    let child = helper()
+        .arg("open")
+        .args(paths)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("probe-test-helper starts");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("probe-test-helper runs");
+    assert!(output.status.success(), "helper failed: {}", text(&output.stderr));
+    let results = text(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.rsplit_once(' ')
+                .and_then(|(_, result)| result.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected helper line {line:?}"))
+        })
+        .collect();
+    (pid, results)
+}
+
+/// Starts a helper that opens `/etc/hostname` every 20 ms until killed.
+fn background_opener() -> std::process::Child {
+    helper()
+        .args(["open-loop", "/etc/hostname", "20", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("probe-test-helper open-loop starts")
+}
+
+fn count_prints_real_calls(mechanism: &str) {
+    if !kernel_supports(mechanism) {
+        return;
+    }
+    let mut opener = background_opener();
+    let tracer = Tracer::start(&["--mechanism", mechanism, "--count", "5", FUNCTION]);
+    let (code, stdout, stderr) = tracer.finish();
+    let _ = opener.kill();
+    let _ = opener.wait();
+
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("with {mechanism}")), "{stderr}");
+    assert!(stderr.contains("5 calls traced"), "{stderr}");
+    let lines = event_lines(&stdout);
+    assert_eq!(lines.len(), 5, "stdout:\n{stdout}");
+    for line in lines {
+        let (comm, pid, tid, call) = parse_event(line);
+        assert!(!comm.is_empty(), "{line}");
+        assert!(pid > 0 && tid > 0, "{line}");
+        assert!(call.starts_with("do_sys_openat2(dfd="), "{line}");
+        assert!(call.contains("filename=0x"), "{line}");
+    }
+    assert_nothing_attached("after --count");
+}
+
+#[test]
+fn count_with_fentry() {
+    count_prints_real_calls("fentry");
+}
+
+#[test]
+fn count_with_kprobe() {
+    count_prints_real_calls("kprobe");
+}
+
+/// Traces returns while the helper opens known paths, and checks that the
+/// helper's own calls returned exactly what the helper got.
+fn return_values_match(mechanism: &str) {
+    if !kernel_supports(mechanism) {
+        return;
+    }
+    let tracer = Tracer::start(&["--mechanism", mechanism, "--return", FUNCTION]);
+    let (pid, results) = open_paths(&["/etc/hostname", "/no/such/file", "/proc/version", "/"]);
+    // Let the last events reach the ring buffer reader before stopping.
+    thread::sleep(Duration::from_millis(500));
+    tracer.signal(libc::SIGINT);
+    let (code, stdout, stderr) = tracer.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+
+    let traced: Vec<i64> = event_lines(&stdout)
+        .into_iter()
+        .map(parse_event)
+        .filter(|(_, event_pid, _, _)| *event_pid == pid)
+        .map(|(comm, _, _, call)| {
+            assert_eq!(comm, "probe-test-help", "comm of {call}");
+            call.rsplit_once(" = ")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or_else(|| panic!("no return value in {call:?}"))
+        })
+        .collect();
+    assert_eq!(results.len(), 4, "helper results {results:?}");
+    assert!(results[1] == -2, "opening a missing file gives -ENOENT: {results:?}");
+    // The dynamic loader opens libraries before the helper's own calls, so
+    // the helper's results must be the last calls of that process.
+    assert!(
+        traced.ends_with(&results),
+        "traced returns {traced:?} should end with the helper's results {results:?}\nstdout:\n{stdout}"
+    );
+    assert_nothing_attached("after SIGINT");
+}
+
+#[test]
+fn return_values_with_fexit() {
+    return_values_match("fentry");
+}
+
+#[test]
+fn return_values_with_kretprobe() {
+    return_values_match("kprobe");
+}
+
+#[test]
+fn pid_filter_traces_one_process() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    let mut opener = background_opener();
+    let mut other = background_opener();
+    let pid = opener.id().to_string();
+    let tracer = Tracer::start(&["-p", &pid, "--count", "3", FUNCTION]);
+    let (code, stdout, stderr) = tracer.finish();
+    for child in [&mut opener, &mut other] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    for line in event_lines(&stdout) {
+        let (_, event_pid, _, _) = parse_event(line);
+        assert_eq!(event_pid.to_string(), pid, "{line}");
+    }
+}
+
+#[test]
+fn verbose_explains_mechanism() {
+    if !kernel_supports("fentry") {
+        return;
+    }
+    let mut opener = background_opener();
+    let tracer = Tracer::start(&["-v", "--count", "1", FUNCTION]);
+    let (code, _, stderr) = tracer.finish();
+    let _ = opener.kill();
+    let _ = opener.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("attached with fentry"), "{stderr}");
+}
+
+/// Each way a run can end, after which nothing may stay attached.
+fn exit_path_leaves_nothing(signal: i32, name: &str) {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    for mechanism in ["fentry", "kprobe"] {
+        if mechanism == "fentry" && !kernel_expected_to_have("fentry") {
+            continue;
+        }
+        let tracer = Tracer::start(&["--mechanism", mechanism, "--return", FUNCTION]);
+        assert!(
+            !common::tracer_programs().is_empty(),
+            "{name}/{mechanism}: the tracer's programs should be loaded while it runs"
+        );
+        tracer.signal(signal);
+        let (code, _, stderr) = tracer.finish();
+        if signal == libc::SIGKILL {
+            assert_eq!(code, None, "{name}: killed by a signal");
+        } else {
+            assert_eq!(code, Some(0), "{name}/{mechanism}: {stderr}");
+            assert!(stderr.contains("traced"), "{name}/{mechanism}: summary missing: {stderr}");
+        }
+        assert_nothing_attached(&format!("after {name} with {mechanism}"));
+    }
+}
+
+#[test]
+fn sigint_leaves_nothing() {
+    exit_path_leaves_nothing(libc::SIGINT, "SIGINT");
+}
+
+#[test]
+fn sigterm_leaves_nothing() {
+    exit_path_leaves_nothing(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sighup_leaves_nothing() {
+    exit_path_leaves_nothing(libc::SIGHUP, "SIGHUP");
+}
+
+#[test]
+fn sigkill_leaves_nothing() {
+    exit_path_leaves_nothing(libc::SIGKILL, "SIGKILL");
+}
+
+#[test]
+fn failure_half_way_leaves_nothing() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    // With --return, the kprobe mechanism attaches an entry program and then
+    // a return program; the injected fault fires after the first attach.
+    let output = run(common::kprobe_attach()
+        .args(["--mechanism", "kprobe", "--return", FUNCTION])
+        .env("PROBE_INJECT_FAULT", "after-attach"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("injected failure"), "{stderr}");
+    assert_nothing_attached("after a failure half-way through attaching");
+}
+
+#[test]
+fn unknown_function_in_vm() {
+    let output = run(common::kprobe_attach().arg("do_sys_opneat2"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean: do_sys_openat2"), "{stderr}");
+}
