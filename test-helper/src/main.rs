@@ -1,0 +1,236 @@
+//! Deterministic workloads and BPF inspection for the integration tests,
+//! on the host and inside the test VM.
+//!
+//! Every command prints one line per item so that a test can parse it.
+//! System call results are printed the way the kernel returns them: the
+//! return value on success, the negative errno on failure.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::programs::links::LinkType;
+use aya::programs::{loaded_links, loaded_programs};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "probe-test-helper",
+    about = "Workloads and BPF inspection for the probe integration tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open each PATH read-only with openat(2) and print `PATH RESULT`,
+    /// where RESULT is the file descriptor or the negative errno.
+    ///
+    /// Every descriptor stays open until the program exits, so each path
+    /// gets a different descriptor.
+    Open {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Open and close PATH COUNT times, sleeping INTERVAL_MS milliseconds
+    /// between two opens. A COUNT of 0 repeats until the process is killed.
+    ///
+    /// Prints nothing on success. Failed opens are reported on stderr and
+    /// make the exit status 1.
+    OpenLoop {
+        path: PathBuf,
+        interval_ms: u64,
+        count: u64,
+    },
+
+    /// Print every loaded BPF program as `prog ID TYPE NAME` and every BPF
+    /// link as `link ID TYPE PROG_ID`.
+    ///
+    /// Types use bpftool's names (kprobe, tracing, lsm, perf_event, ...).
+    /// A program without a name is printed with the name `-`.
+    BpfObjects {
+        /// Print only programs whose name starts with this prefix, and only
+        /// the links of those programs. The kernel keeps the first 15 bytes
+        /// of a program's name.
+        #[arg(long, value_name = "PREFIX")]
+        name_prefix: Option<String>,
+    },
+
+    /// Call kill(PID, 0) for each PID and print `PID RESULT`, where RESULT
+    /// is 0 or the negative errno (-3 is ESRCH: no such process).
+    KillZero {
+        #[arg(required = true, allow_negative_numbers = true)]
+        pids: Vec<i32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Open { paths } => open_all(&paths),
+        Command::OpenLoop {
+            path,
+            interval_ms,
+            count,
+        } => open_loop(&path, Duration::from_millis(interval_ms), count),
+        Command::BpfObjects { name_prefix } => print_bpf_objects(name_prefix.as_deref()),
+        Command::KillZero { pids } => {
+            kill_zero(&pids);
+            Ok(true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("probe-test-helper: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens `path` read-only and returns the file descriptor or the negative
+/// errno. The caller owns the descriptor.
+fn open_read_only(path: &Path) -> Result<i32> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("invalid path {}: it contains a NUL byte", path.display()))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, c_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    Ok(if fd >= 0 { fd } else { negative_errno() })
+}
+
+fn negative_errno() -> i32 {
+    -io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn open_all(paths: &[PathBuf]) -> Result<bool> {
+    // The descriptors are never closed here, so the kernel closes them when
+    // the process exits and every path gets its own descriptor.
+    for path in paths {
+        let result = open_read_only(path)?;
+        println!("{} {result}", path.display());
+    }
+    Ok(true)
+}
+
+fn open_loop(path: &Path, interval: Duration, count: u64) -> Result<bool> {
+    let mut failures: u64 = 0;
+    let mut iteration: u64 = 0;
+    while count == 0 || iteration < count {
+        if iteration > 0 {
+            thread::sleep(interval);
+        }
+        iteration += 1;
+
+        let fd = open_read_only(path)?;
+        if fd >= 0 {
+            // SAFETY: `fd` was returned by openat above and is closed once.
+            unsafe { libc::close(fd) };
+            continue;
+        }
+        failures += 1;
+        // Report the first failure only, so that an endless loop on a
+        // missing file does not flood the console.
+        if failures == 1 {
+            eprintln!(
+                "probe-test-helper: open-loop: opening {} failed: {}",
+                path.display(),
+                io::Error::from_raw_os_error(-fd)
+            );
+        }
+    }
+    if failures > 0 {
+        eprintln!("probe-test-helper: open-loop: {failures} of {count} opens failed");
+    }
+    Ok(failures == 0)
+}
+
+fn print_bpf_objects(name_prefix: Option<&str>) -> Result<bool> {
+    let mut errors = Vec::new();
+    let mut printed_programs = Vec::new();
+
+    for program in loaded_programs() {
+        let program = match program {
+            Ok(program) => program,
+            // A program can be unloaded between listing its id and reading
+            // its info, so one failure does not end the listing.
+            Err(error) => {
+                errors.push(format!("reading a BPF program's info failed: {error}"));
+                continue;
+            }
+        };
+        let name = String::from_utf8_lossy(program.name()).into_owned();
+        if name_prefix.is_some_and(|prefix| !name.starts_with(prefix)) {
+            continue;
+        }
+        let type_name = format!("{:?}", program.program_type())
+            .trim_start_matches("BPF_PROG_TYPE_")
+            .to_lowercase();
+        let name = if name.is_empty() { "-".to_owned() } else { name };
+        println!("prog {} {type_name} {name}", program.id());
+        printed_programs.push(program.id());
+    }
+
+    for link in loaded_links() {
+        let link = match link {
+            Ok(link) => link,
+            Err(error) => {
+                errors.push(format!("reading a BPF link's info failed: {error}"));
+                continue;
+            }
+        };
+        if name_prefix.is_some() && !printed_programs.contains(&link.program_id()) {
+            continue;
+        }
+        let type_name = match link.link_type() {
+            Ok(link_type) => link_type_name(link_type),
+            Err(error) => format!("unknown({error})"),
+        };
+        println!("link {} {type_name} {}", link.id(), link.program_id());
+    }
+
+    for error in &errors {
+        eprintln!("probe-test-helper: bpf-objects: {error}");
+    }
+    Ok(errors.is_empty())
+}
+
+/// Returns bpftool's name for a link type.
+fn link_type_name(link_type: LinkType) -> String {
+    let name = match link_type {
+        LinkType::Unspecified => "unspec",
+        LinkType::RawTracePoint => "raw_tracepoint",
+        LinkType::Tracing => "tracing",
+        LinkType::Cgroup => "cgroup",
+        LinkType::Iter => "iter",
+        LinkType::Netns => "netns",
+        LinkType::Xdp => "xdp",
+        LinkType::PerfEvent => "perf_event",
+        LinkType::KProbeMulti => "kprobe_multi",
+        LinkType::StructOps => "struct_ops",
+        LinkType::Netfilter => "netfilter",
+        LinkType::Tcx => "tcx",
+        LinkType::UProbeMulti => "uprobe_multi",
+        LinkType::Netkit => "netkit",
+        other => return format!("{other:?}").to_lowercase(),
+    };
+    name.to_owned()
+}
+
+fn kill_zero(pids: &[i32]) {
+    for &pid in pids {
+        // SAFETY: signal 0 only checks that the process exists and that we
+        // may signal it; nothing is delivered.
+        let result = unsafe { libc::kill(pid, 0) };
+        let result = if result == 0 { 0 } else { negative_errno() };
+        println!("{pid} {result}");
+    }
+}
