@@ -1,0 +1,469 @@
+//! `cargo xtask test`: the three test tiers and their summary.
+//!
+//! 1. unit: `cargo test --lib --bins` over the workspace.
+//! 2. host: `probe-user/tests/host.rs` on the host kernel, as root.
+//! 3. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
+//!
+//! The counts come from libtest's `test result:` lines.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cargo_metadata::Message;
+use clap::{Args, ValueEnum};
+
+use crate::cargo;
+use crate::initramfs::GuestFile;
+use crate::kernels::{self, Series};
+use crate::paths;
+use crate::setup;
+use crate::vm::{self, Accel, VmConfig, VmOutcome};
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Run only this tier (repeatable). All three run by default.
+    #[arg(long, value_enum)]
+    tier: Vec<Tier>,
+
+    /// Run the VM tier only on this kernel series (repeatable). Both run by
+    /// default.
+    #[arg(long, value_enum)]
+    kernel: Vec<Series>,
+
+    /// Seconds that one VM run of the VM tests may take before it is killed.
+    #[arg(long, value_name = "SECS", default_value_t = 1200)]
+    vm_timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Tier {
+    Unit,
+    Host,
+    Vm,
+}
+
+/// Test counts from libtest's `test result:` lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.ignored > 0 {
+            write!(formatter, ", {} ignored", self.ignored)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a libtest summary line such as
+/// `test result: FAILED. 3 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+fn parse_test_result(line: &str) -> Option<Counts> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let mut counts = Counts::default();
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        // The first part starts with "ok." or "FAILED." before the number.
+        let [.., number, label] = words.as_slice() else {
+            continue;
+        };
+        let Ok(number) = number.parse::<u64>() else {
+            continue;
+        };
+        match *label {
+            "passed" => counts.passed = number,
+            "failed" => counts.failed = number,
+            "ignored" => counts.ignored = number,
+            _ => {}
+        }
+    }
+    Some(counts)
+}
+
+/// The result of one test run: a `cargo test` invocation or one VM boot.
+struct RunReport {
+    name: String,
+    outcome: RunOutcome,
+}
+
+enum RunOutcome {
+    /// The run reported test results. `clean` is false when the runner
+    /// exited unsuccessfully although no test failed.
+    Finished { counts: Counts, clean: bool },
+    /// The run was not attempted.
+    Skipped(String),
+    /// The run ended without reporting test results.
+    Error(String),
+}
+
+/// Collects `test result:` counts from streamed output lines.
+#[derive(Default)]
+struct ResultCollector {
+    counts: Counts,
+    seen_result: bool,
+}
+
+impl ResultCollector {
+    fn observe(&mut self, line: &str) {
+        if let Some(counts) = parse_test_result(line) {
+            self.counts.add(counts);
+            self.seen_result = true;
+        }
+    }
+
+    fn finish(self, success: bool, failure: impl FnOnce() -> String) -> RunOutcome {
+        if self.seen_result {
+            RunOutcome::Finished {
+                counts: self.counts,
+                clean: success,
+            }
+        } else if success {
+            RunOutcome::Finished {
+                counts: self.counts,
+                clean: true,
+            }
+        } else {
+            RunOutcome::Error(failure())
+        }
+    }
+}
+
+/// Runs `cargo xtask test`.
+pub fn run(args: TestArgs) -> Result<ExitCode> {
+    setup::run()?;
+    let tiers = if args.tier.is_empty() {
+        vec![Tier::Unit, Tier::Host, Tier::Vm]
+    } else {
+        args.tier.clone()
+    };
+    let series_list = if args.kernel.is_empty() {
+        Series::ALL.to_vec()
+    } else {
+        args.kernel.clone()
+    };
+
+    let mut reports = Vec::new();
+    if tiers.contains(&Tier::Unit) {
+        heading("tier 1: unit tests");
+        reports.push(run_unit_tests()?);
+    }
+    if tiers.contains(&Tier::Host) {
+        heading("tier 2: host integration tests");
+        reports.push(run_host_tests()?);
+    }
+    if tiers.contains(&Tier::Vm) {
+        reports.extend(run_vm_tests(
+            &series_list,
+            Duration::from_secs(args.vm_timeout),
+        )?);
+    }
+    Ok(print_summary(&reports))
+}
+
+fn heading(text: &str) {
+    println!("\n==== {text} ====");
+}
+
+/// Runs a `cargo test` command, streaming its stdout while counting results.
+fn run_cargo_test(name: &str, args: &[&str]) -> Result<RunReport> {
+    let mut command = cargo::cargo();
+    command.args(args).stdout(Stdio::piped());
+    let description = crate::command::describe(&command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{description}` failed"))?;
+    let mut collector = ResultCollector::default();
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    for line in stdout.lines() {
+        let line = line.with_context(|| format!("reading the output of `{description}` failed"))?;
+        println!("{line}");
+        collector.observe(&line);
+    }
+    let status = child.wait()?;
+    let outcome = collector.finish(status.success(), || {
+        format!("`{description}` failed ({status}) before reporting test results")
+    });
+    Ok(RunReport {
+        name: name.to_owned(),
+        outcome,
+    })
+}
+
+fn run_unit_tests() -> Result<RunReport> {
+    // probe-ebpf is #![no_std] and #![no_main] for the BPF target, so it
+    // cannot be built as a host test binary.
+    run_cargo_test(
+        "unit",
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--lib",
+            "--bins",
+        ],
+    )
+}
+
+fn integration_test_exists(name: &str) -> bool {
+    paths::workspace_root()
+        .join("probe-user/tests")
+        .join(format!("{name}.rs"))
+        .is_file()
+}
+
+fn run_host_tests() -> Result<RunReport> {
+    if !integration_test_exists("host") {
+        return Ok(RunReport {
+            name: "host".to_owned(),
+            outcome: RunOutcome::Skipped("probe-user/tests/host.rs does not exist".to_owned()),
+        });
+    }
+    run_cargo_test(
+        "host",
+        &[
+            "test",
+            "-p",
+            "probe-user",
+            "--test",
+            "host",
+            "--",
+            "--test-threads=1",
+        ],
+    )
+}
+
+/// Builds the VM test binary and returns its path.
+fn build_vm_test_binary() -> Result<PathBuf> {
+    let mut command = cargo::cargo();
+    command
+        .args([
+            "test",
+            "-p",
+            "probe-user",
+            "--test",
+            "vm",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stdout(Stdio::piped());
+    let description = crate::command::describe(&command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{description}` failed"))?;
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut executable = None;
+    for message in Message::parse_stream(stdout) {
+        let message =
+            message.with_context(|| format!("reading the output of `{description}` failed"))?;
+        if let Message::CompilerArtifact(artifact) = message
+            && artifact.target.name == "vm"
+            && artifact.profile.test
+        {
+            executable = artifact.executable.map(PathBuf::from);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{description}` failed ({status})");
+    }
+    executable
+        .with_context(|| format!("`{description}` reported no executable for the `vm` test target"))
+}
+
+fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunReport>> {
+    let names: Vec<String> = series_list
+        .iter()
+        .map(|series| format!("vm {series}"))
+        .collect();
+    if !integration_test_exists("vm") {
+        let reason = "probe-user/tests/vm.rs does not exist";
+        return Ok(names
+            .into_iter()
+            .map(|name| RunReport {
+                name,
+                outcome: RunOutcome::Skipped(reason.to_owned()),
+            })
+            .collect());
+    }
+
+    heading("tier 3: building the VM tests");
+    let built = cargo::build_vm_binaries().and_then(|()| build_vm_test_binary());
+    let executable = match built {
+        Ok(executable) => executable,
+        Err(error) => {
+            let message = format!("{error:#}");
+            eprintln!("error: {message}");
+            return Ok(names
+                .into_iter()
+                .map(|name| RunReport {
+                    name,
+                    outcome: RunOutcome::Error(message.clone()),
+                })
+                .collect());
+        }
+    };
+
+    let mut files = vm::vm_binaries(true)?;
+    files.push(GuestFile {
+        host: executable,
+        guest: PathBuf::from("/usr/bin/vm-tests"),
+    });
+    let env = [
+        ("PROBE_BIN_DIR".to_owned(), "/usr/bin".to_owned()),
+        (
+            "PROBE_EXPECT_KERNEL_FEATURES".to_owned(),
+            "kprobe,fentry,lsm".to_owned(),
+        ),
+    ];
+    let command = ["vm-tests".to_owned(), "--test-threads=1".to_owned()];
+
+    let mut reports = Vec::new();
+    for (&series, name) in series_list.iter().zip(names) {
+        let kernel = kernels::installed(series)?;
+        heading(&format!(
+            "tier 3: VM integration tests on {} ({})",
+            series, kernel.package
+        ));
+        let config = VmConfig {
+            kernel: &kernel,
+            append: None,
+            timeout,
+            env: &env,
+            files: &files,
+            command: &command,
+            accel: Accel::Auto,
+            show_qemu_stderr: true,
+        };
+        let mut collector = ResultCollector::default();
+        let outcome = vm::run(&config, &mut |line| {
+            println!("{line}");
+            collector.observe(line);
+        })?;
+        let outcome = match outcome {
+            VmOutcome::Exited(status) => collector.finish(status == 0, || {
+                format!("vm-tests exited with status {status} before reporting test results")
+            }),
+            VmOutcome::Failed { message, .. } => RunOutcome::Error(message),
+        };
+        reports.push(RunReport { name, outcome });
+    }
+    Ok(reports)
+}
+
+/// Prints one line per run and the totals, and returns the exit status:
+/// failure if any test failed or any run ended without results.
+fn print_summary(reports: &[RunReport]) -> ExitCode {
+    heading("summary");
+    let mut total = Counts::default();
+    let mut all_clean = true;
+    let width = reports
+        .iter()
+        .map(|report| report.name.len())
+        .max()
+        .unwrap_or(0);
+    for report in reports {
+        let text = match &report.outcome {
+            RunOutcome::Finished { counts, clean } => {
+                total.add(*counts);
+                all_clean &= *clean && counts.failed == 0;
+                if *clean || counts.failed > 0 {
+                    counts.to_string()
+                } else {
+                    format!("{counts}, but the test runner exited unsuccessfully")
+                }
+            }
+            RunOutcome::Skipped(reason) => format!("skipped: {reason}"),
+            RunOutcome::Error(message) => {
+                all_clean = false;
+                format!("error: {message}")
+            }
+        };
+        println!("{:width$}  {text}", report.name);
+    }
+    println!("{total}");
+    if all_clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_ok_result() {
+        let line = "test result: ok. 12 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.03s";
+        assert_eq!(
+            parse_test_result(line),
+            Some(Counts {
+                passed: 12,
+                failed: 0,
+                ignored: 2
+            })
+        );
+    }
+
+    #[test]
+    fn parse_failed_result() {
+        let line = "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s";
+        assert_eq!(
+            parse_test_result(line),
+            Some(Counts {
+                passed: 3,
+                failed: 1,
+                ignored: 0
+            })
+        );
+    }
+
+    #[test]
+    fn parse_ignores_other_lines() {
+        assert_eq!(parse_test_result("running 3 tests"), None);
+        assert_eq!(parse_test_result("test lexer::numbers ... ok"), None);
+    }
+
+    #[test]
+    fn collector_without_results_is_error_on_failure() {
+        let collector = ResultCollector::default();
+        assert!(
+            matches!(collector.finish(false, || "boom".to_owned()), RunOutcome::Error(message) if message == "boom")
+        );
+    }
+
+    #[test]
+    fn collector_sums_several_binaries() {
+        let mut collector = ResultCollector::default();
+        collector.observe("test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        collector.observe("test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        let RunOutcome::Finished { counts, clean } = collector.finish(false, String::new) else {
+            panic!("expected finished results");
+        };
+        assert_eq!(
+            counts,
+            Counts {
+                passed: 3,
+                failed: 1,
+                ignored: 1
+            }
+        );
+        assert!(!clean);
+    }
+}
