@@ -103,7 +103,13 @@ fn open_read_only(path: &Path) -> Result<i32> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .with_context(|| format!("invalid path {}: it contains a NUL byte", path.display()))?;
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
-    let fd = unsafe { libc::openat(libc::AT_FDCWD, c_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     Ok(if fd >= 0 { fd } else { negative_errno() })
 }
 
@@ -174,7 +180,11 @@ fn print_bpf_objects(name_prefix: Option<&str>) -> Result<bool> {
         let type_name = format!("{:?}", program.program_type())
             .trim_start_matches("BPF_PROG_TYPE_")
             .to_lowercase();
-        let name = if name.is_empty() { "-".to_owned() } else { name };
+        let name = if name.is_empty() {
+            "-".to_owned()
+        } else {
+            name
+        };
         println!("prog {} {type_name} {name}", program.id());
         printed_programs.push(program.id());
     }
