@@ -7,5 +7,6 @@ pub mod fault;
 pub mod format;
 pub mod kallsyms;
 pub mod kernel;
+pub mod script;
 pub mod suggest;
 pub mod tracer;

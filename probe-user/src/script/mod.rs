@@ -1,0 +1,12 @@
+//! The script compiler: bpftrace-language scripts to BPF bytecode, in
+//! process and without LLVM.
+//!
+//! Pipeline: lexer, parser (AST with source spans), semantic analysis
+//! (types from the kernel's BTF and tracepoint formats), IR with virtual
+//! registers, register allocation and lowering, BPF encoding, and an
+//! in-memory ELF object for aya's loader.
+
+pub mod elf;
+pub mod insn;
+pub mod ir;
+pub mod regalloc;
