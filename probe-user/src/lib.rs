@@ -10,3 +10,4 @@ pub mod kernel;
 pub mod script;
 pub mod suggest;
 pub mod tracer;
+pub mod tracepoint;

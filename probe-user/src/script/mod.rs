@@ -10,3 +10,4 @@ pub mod elf;
 pub mod insn;
 pub mod ir;
 pub mod regalloc;
+pub mod printf;
