@@ -46,7 +46,7 @@ pub fn run() -> Result<()> {
     )?;
     step(
         "Debian packages",
-        "check that deb.debian.org is reachable, then run the command by hand to see apt's full message",
+        "run the command by hand to see its full message; if apt-get failed, check that deb.debian.org is reachable",
         || ensure_debian_packages(&mut apt),
     )?;
     step(
@@ -233,7 +233,9 @@ fn missing_debian_packages(packages: &[&str]) -> Result<Vec<String>> {
     let installed: Vec<&str> = listing
         .lines()
         .filter_map(|line| line.split_once(' '))
-        .filter(|(_, status)| status.starts_with("ii"))
+        // The second letter of the abbreviated status is the package state,
+        // `i` for installed. The first is the selection (install, hold, ...).
+        .filter(|(_, status)| status.chars().nth(1) == Some('i'))
         .map(|(package, _)| package)
         .collect();
     Ok(packages

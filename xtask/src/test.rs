@@ -206,7 +206,9 @@ fn run_cargo_test(name: &str, args: &[&str]) -> Result<RunReport> {
 
 fn run_unit_tests() -> Result<RunReport> {
     // probe-ebpf is #![no_std] and #![no_main] for the BPF target, so it
-    // cannot be built as a host test binary.
+    // cannot be built as a host test binary. Without --no-fail-fast, cargo
+    // stops at the first crate with a failing test, and the counts would
+    // miss the crates after it.
     run_cargo_test(
         "unit",
         &[
@@ -216,6 +218,7 @@ fn run_unit_tests() -> Result<RunReport> {
             "probe-ebpf",
             "--lib",
             "--bins",
+            "--no-fail-fast",
         ],
     )
 }
@@ -359,6 +362,12 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
             VmOutcome::Exited(status) => collector.finish(status == 0, || {
                 format!("vm-tests exited with status {status} before reporting test results")
             }),
+            VmOutcome::Failed {
+                timed_out: true,
+                message,
+            } => RunOutcome::Error(format!(
+                "{message} (raise --vm-timeout if the tests need longer)"
+            )),
             VmOutcome::Failed { message, .. } => RunOutcome::Error(message),
         };
         reports.push(RunReport { name, outcome });

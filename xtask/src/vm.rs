@@ -147,6 +147,9 @@ pub fn exit_code(outcome: &VmOutcome) -> ExitCode {
         VmOutcome::Exited(status) => ExitCode::from(u8::try_from(*status).unwrap_or(1)),
         VmOutcome::Failed { timed_out, message } => {
             eprintln!("error: {message}");
+            if *timed_out {
+                eprintln!("  raise --timeout if the command needs longer");
+            }
             ExitCode::from(if *timed_out {
                 EXIT_TIMEOUT
             } else {
@@ -390,7 +393,7 @@ fn watch(
         format!("QEMU stopped the {series} VM: {line}; run with --accel tcg")
     } else if timed_out {
         format!(
-            "the {series} VM timed out after {} s and was killed; raise --timeout if the command needs longer",
+            "the {series} VM timed out after {} s and was killed",
             config.timeout.as_secs()
         )
     } else if let Some(line) = panic_line {
