@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Development tasks: setup, test VMs, tests and the demo"
 )]
 struct Cli {
