@@ -9,7 +9,7 @@ use crate::command;
 use crate::paths;
 
 /// The binaries that every VM gets in /usr/bin, as built by
-/// [`build_vm_binaries`] into the debug target directory.
+/// [`build_binaries`] into the debug target directory.
 pub const VM_BINARIES: [&str; 3] = ["probe", "kprobe-attach", "probe-test-helper"];
 
 /// Returns a `cargo` command that runs in the workspace root with the same cargo
@@ -22,8 +22,9 @@ pub fn cargo() -> Command {
 }
 
 /// Builds the binaries listed in [`VM_BINARIES`] with the debug profile.
-pub fn build_vm_binaries() -> Result<()> {
+/// The host integration tests run them from the target directory too.
+pub fn build_binaries() -> Result<()> {
     println!("building probe-user and probe-test-helper (debug) ...");
     command::run(cargo().args(["build", "-p", "probe-user", "-p", "probe-test-helper"]))
-        .context("building the binaries for the VM failed")
+        .context("building probe-user and probe-test-helper failed")
 }

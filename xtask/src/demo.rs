@@ -27,7 +27,7 @@ const DEMO_TIMEOUT: Duration = Duration::from_secs(300);
 /// Runs `cargo xtask demo`.
 pub fn run() -> Result<ExitCode> {
     setup::run()?;
-    cargo::build_vm_binaries()?;
+    cargo::build_binaries()?;
     let files = vm::vm_binaries(true)?;
     let command = ["sh".to_owned(), "-c".to_owned(), DEMO_SCRIPT.to_owned()];
 

@@ -237,6 +237,14 @@ fn run_host_tests() -> Result<RunReport> {
             outcome: RunOutcome::Skipped("probe-user/tests/host.rs does not exist".to_owned()),
         });
     }
+    // The host tests run probe-test-helper, which `cargo test -p probe-user`
+    // does not build.
+    if let Err(error) = cargo::build_binaries() {
+        return Ok(RunReport {
+            name: "host".to_owned(),
+            outcome: RunOutcome::Error(format!("{error:#}")),
+        });
+    }
     run_cargo_test(
         "host",
         &[
@@ -306,7 +314,7 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
     }
 
     heading("tier 3: building the VM tests");
-    let built = cargo::build_vm_binaries().and_then(|()| build_vm_test_binary());
+    let built = cargo::build_binaries().and_then(|()| build_vm_test_binary());
     let executable = match built {
         Ok(executable) => executable,
         Err(error) => {

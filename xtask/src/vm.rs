@@ -121,7 +121,7 @@ pub enum VmOutcome {
 /// exit status.
 pub fn run_command(args: VmArgs) -> Result<ExitCode> {
     if !args.no_build {
-        cargo::build_vm_binaries()?;
+        cargo::build_binaries()?;
     }
     let kernel = kernels::installed(args.kernel)?;
     let mut files = vm_binaries(!args.no_build)?;
