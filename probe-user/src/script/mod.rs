@@ -6,8 +6,10 @@
 //! registers, register allocation and lowering, BPF encoding, and an
 //! in-memory ELF object for aya's loader.
 
+pub mod diagnostic;
 pub mod elf;
 pub mod insn;
 pub mod ir;
-pub mod regalloc;
 pub mod printf;
+pub mod regalloc;
+pub mod span;
