@@ -6,10 +6,13 @@
 //! registers, register allocation and lowering, BPF encoding, and an
 //! in-memory ELF object for aya's loader.
 
+pub mod ast;
 pub mod diagnostic;
 pub mod elf;
 pub mod insn;
 pub mod ir;
+pub mod lexer;
 pub mod printf;
 pub mod regalloc;
 pub mod span;
+pub mod token;
