@@ -12,6 +12,7 @@ pub mod elf;
 pub mod insn;
 pub mod ir;
 pub mod lexer;
+pub mod parser;
 pub mod printf;
 pub mod regalloc;
 pub mod span;
