@@ -31,7 +31,7 @@ const DEBIAN_PACKAGES: [&str; 9] = [
 /// bpf-linker must be built against the LLVM of the nightly toolchain that
 /// builds probe-ebpf. 0.13 builds with Debian's LLVM 22 through the
 /// `llvm-22` feature.
-const BPF_LINKER_VERSION: &str = "0.13";
+const BPF_LINKER_VERSION: &str = "^0.13";
 const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 
 const APT_SOURCES_DIR: &str = "/etc/apt/sources.list.d";
