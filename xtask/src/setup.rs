@@ -62,7 +62,7 @@ pub fn run() -> Result<()> {
     for series in Series::ALL {
         step(
             &format!("{series} test kernel"),
-            "check that deb.debian.org is reachable and that `apt-cache search linux-image` lists cloud-amd64 kernels",
+            "if apt failed, check that deb.debian.org is reachable; if the cache under target/vm/kernels is damaged, delete it",
             || ensure_kernel(&mut apt, series),
         )?;
     }
@@ -311,17 +311,7 @@ fn ensure_bpf_linker() -> Result<()> {
 
 fn ensure_kernel(apt: &mut Apt, series: Series) -> Result<()> {
     apt.update_if_sources_changed()?;
-    let mut newest = kernels::find_newest_package(series)?;
-    if newest.is_none() && !apt.updated {
-        // The package lists may be empty or old on a fresh machine.
-        apt.update()?;
-        newest = kernels::find_newest_package(series)?;
-    }
-    let Some(newest) = newest else {
-        return Err(anyhow!(
-            "no linux-image-{series}.*-cloud-amd64 package is in the apt package lists, even after `apt-get update`"
-        ));
-    };
+    let newest = newest_kernel_package(apt, series)?;
     let installed = kernels::installed_package(series);
     if installed.as_deref() == Some(newest.as_str()) {
         println!("ok: {series} test kernel {newest} already present");
@@ -331,7 +321,36 @@ fn ensure_kernel(apt: &mut Apt, series: Series) -> Result<()> {
         Some(old) => println!("replacing {series} test kernel {old} with {newest} ..."),
         None => println!("installing {series} test kernel {newest} ..."),
     }
+    let Err(error) = kernels::download_and_extract(series, &newest) else {
+        return Ok(());
+    };
+    if apt.updated {
+        return Err(error);
+    }
+    // Old package lists can name a package that the archive has removed.
+    println!(
+        "downloading {newest} failed, so the package lists may be old; updating them and retrying ..."
+    );
+    apt.update()?;
+    let newest = newest_kernel_package(apt, series)?;
+    println!("installing {series} test kernel {newest} ...");
     kernels::download_and_extract(series, &newest)
+}
+
+/// Returns the newest kernel package of `series` in the apt package lists,
+/// updating the lists once if they contain none.
+fn newest_kernel_package(apt: &mut Apt, series: Series) -> Result<String> {
+    let mut newest = kernels::find_newest_package(series)?;
+    if newest.is_none() && !apt.updated {
+        // The package lists may be empty on a fresh machine.
+        apt.update()?;
+        newest = kernels::find_newest_package(series)?;
+    }
+    newest.ok_or_else(|| {
+        anyhow!(
+            "no linux-image-{series}.*-cloud-amd64 package is in the apt package lists, even after `apt-get update`"
+        )
+    })
 }
 
 #[cfg(test)]
