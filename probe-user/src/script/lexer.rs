@@ -32,7 +32,8 @@ const C_DEFINITION_KEYWORDS: &[&str] = &["struct", "union", "enum", "typedef"];
 
 /// Splits `text` into tokens. The last token is always
 /// [`TokenKind::EndOfInput`]. Characters that form no token are reported and
-/// skipped.
+/// skipped, and so is a `#!` line at the start, so that a script can be an
+/// executable file.
 pub fn tokenize(text: &str) -> (Vec<Token>, Vec<Diagnostic>) {
     let mut lexer = Lexer {
         text,
@@ -70,6 +71,9 @@ struct Lexer<'a> {
 
 impl Lexer<'_> {
     fn run(&mut self) {
+        if self.text.starts_with("#!") {
+            self.pos = self.text.find('\n').unwrap_or(self.text.len());
+        }
         loop {
             self.skip_trivia();
             let Some(&byte) = self.bytes.get(self.pos) else {
@@ -1248,6 +1252,25 @@ error: unknown escape sequence `\\q`
                 LeftBrace,
                 RightBrace,
             ]
+        );
+    }
+
+    #[test]
+    fn shebang_line_is_skipped() {
+        assert_eq!(
+            kinds("#!/usr/bin/env probe\nBEGIN {}"),
+            [attach("BEGIN"), LeftBrace, RightBrace]
+        );
+        assert_eq!(kinds("#!"), []);
+        assert_eq!(
+            kinds("BEGIN {}\n#!x"),
+            [
+                attach("BEGIN"),
+                LeftBrace,
+                RightBrace,
+                CPreprocessor("#!x".into())
+            ],
+            "only the first line is a shebang"
         );
     }
 
