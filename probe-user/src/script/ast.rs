@@ -537,6 +537,11 @@ pub enum IncrementPosition {
     Postfix,
 }
 
+/// The argument of `sizeof` or `offsetof`.
+// NOTE: a bare typedef name, as in `sizeof(pid_t)`, parses as
+// `Expr(Identifier)` because the parser cannot tell it from a builtin such
+// as `pid`, and `(pid_t)x` is not parsed as a cast. Only `struct`, `union`,
+// `enum`, builtin type names and names followed by `*` are parsed as types.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SizeofArg {
     Type(TypeExpr),
