@@ -7,6 +7,7 @@ pub mod fault;
 pub mod format;
 pub mod kallsyms;
 pub mod kernel;
+pub mod runtime;
 pub mod script;
 pub mod suggest;
 pub mod tracer;

@@ -6,6 +6,7 @@
 //! function that does not exist).
 
 pub mod attach;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -109,6 +110,8 @@ struct ProbeCli {
 enum ProbeCommand {
     /// Trace every call of one kernel function (the same as kprobe-attach).
     Attach(attach::AttachArgs),
+    /// Compile and run a script in bpftrace's language.
+    Run(run::RunArgs),
 }
 
 const EXIT_STATUS_HELP: &str =
@@ -128,6 +131,10 @@ pub fn probe_main() -> ExitCode {
         ProbeCommand::Attach(args) => {
             init_logging(args.verbosity());
             finish("probe attach", attach::run(&args))
+        }
+        ProbeCommand::Run(args) => {
+            init_logging(args.verbose);
+            finish("probe run", run::run(&args))
         }
     }
 }

@@ -7,13 +7,17 @@
 //! in-memory ELF object for aya's loader.
 
 pub mod ast;
+pub mod codegen;
+pub mod compile;
 pub mod diagnostic;
 pub mod elf;
+pub mod env;
 pub mod insn;
 pub mod ir;
 pub mod lexer;
 pub mod parser;
 pub mod printf;
+pub mod probes;
 pub mod regalloc;
 pub mod span;
 pub mod token;

@@ -1,0 +1,561 @@
+//! `probe run`: compile a script, attach it, stream its output until it
+//! calls `exit()`, its `-c` command ends, or a signal arrives.
+
+use std::{
+    fs,
+    io::{self, Write},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use log::info;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use super::CliError;
+use crate::{
+    kernel,
+    runtime::{self, Loaded, Record},
+    script::{
+        compile::{self, CompileOptions, Compiled},
+        diagnostic,
+        env::Environment,
+        span::Source,
+    },
+};
+
+/// Options of `probe run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Script file to run (use -e for a program on the command line).
+    #[arg(value_name = "FILE", required_unless_present = "program", conflicts_with = "program")]
+    pub file: Option<PathBuf>,
+
+    /// Program text to run, for example
+    /// 'tracepoint:syscalls:sys_enter_openat { printf("%s\n", comm); }'.
+    #[arg(short = 'e', value_name = "PROGRAM")]
+    pub program: Option<String>,
+
+    /// Run this command once every probe is attached, give its process id
+    /// to the script as `cpid`, and end when it exits.
+    #[arg(short = 'c', value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Only run probes in the process with this id.
+    #[arg(short = 'p', value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Write the output to this file instead of standard output.
+    #[arg(short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print the compiled code instead of running it: `asm` prints each
+    /// program's instructions with the script line that produced them,
+    /// `obj FILE` writes the ELF object to FILE.
+    #[arg(long, value_name = "KIND [FILE]", num_args = 1..=2)]
+    pub emit: Vec<String>,
+
+    /// Compile and load the programs into the kernel, then unload them
+    /// without attaching.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Size of the output ring buffer in bytes: a power of two, at least
+    /// one page (4096).
+    #[arg(long, value_name = "BYTES", default_value_t = compile::DEFAULT_EVENTS_BUFFER)]
+    pub buffer_size: u32,
+
+    /// Explain what was resolved, chosen and loaded; repeat for debug
+    /// output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// What `--emit` asked for.
+enum Emit {
+    Nothing,
+    Asm,
+    Object(PathBuf),
+}
+
+pub fn run(args: &RunArgs) -> Result<(), CliError> {
+    let mut args = args.clone();
+    let emit = parse_emit(&mut args)?;
+    if !args.buffer_size.is_power_of_two() || args.buffer_size < 4096 {
+        return Err(CliError::usage(format!(
+            "invalid --buffer-size {}: use a power of two of at least 4096, for example 1048576",
+            args.buffer_size
+        )));
+    }
+    let source = read_source(&args)?;
+    if let Some(pid) = args.pid {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(CliError::usage(format!("invalid -p {pid}: no process has that id")));
+        }
+    }
+    let only_compile = !matches!(emit, Emit::Nothing);
+    if !only_compile && !kernel::is_root() {
+        return Err(CliError::runtime(
+            "must run as root: loading BPF programs needs CAP_BPF and CAP_PERFMON; try again with sudo",
+        ));
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(run_script(&args, &source, emit))
+}
+
+fn parse_emit(args: &mut RunArgs) -> Result<Emit, CliError> {
+    let values = std::mem::take(&mut args.emit);
+    let Some(kind) = values.first() else {
+        return Ok(Emit::Nothing);
+    };
+    match kind.as_str() {
+        "asm" => {
+            // `--emit asm script.bt`: the second value is the script.
+            if let Some(file) = values.get(1) {
+                if args.file.is_some() || args.program.is_some() {
+                    return Err(CliError::usage(format!("unexpected argument `{file}` after --emit asm")));
+                }
+                args.file = Some(PathBuf::from(file));
+            }
+            Ok(Emit::Asm)
+        }
+        "obj" => match values.get(1) {
+            Some(path) => Ok(Emit::Object(PathBuf::from(path))),
+            None => Err(CliError::usage("--emit obj needs a file to write: --emit obj FILE")),
+        },
+        other => Err(CliError::usage(format!("invalid --emit `{other}`: use `asm` or `obj FILE`"))),
+    }
+}
+
+fn read_source(args: &RunArgs) -> Result<Source, CliError> {
+    if let Some(program) = &args.program {
+        return Ok(Source::new("-e", program.clone()));
+    }
+    let Some(path) = &args.file else {
+        return Err(CliError::usage("no program: give a script FILE or -e 'PROGRAM'"));
+    };
+    let text = fs::read_to_string(path).map_err(|err| {
+        CliError::usage(format!("failed to read script {}: {err}", path.display()))
+    })?;
+    Ok(Source::new(path.display().to_string(), text))
+}
+
+/// Compiles `source`, printing warnings, or returns the rendered errors.
+pub fn compile_source(source: &Source, options: &CompileOptions) -> Result<Compiled, CliError> {
+    let env = Environment::running_kernel();
+    let started = std::time::Instant::now();
+    let result = compile::compile(source, &env, options);
+    info!("compiled in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    match result {
+        Ok(compiled) => {
+            if !compiled.warnings.is_empty() {
+                eprint!("{}", diagnostic::render_all(&compiled.warnings, source));
+            }
+            Ok(compiled)
+        }
+        Err(diagnostics) => {
+            eprint!("{}", diagnostic::render_all(&diagnostics, source));
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            Err(CliError::usage(format!(
+                "the script has {errors} error{}",
+                if errors == 1 { "" } else { "s" }
+            )))
+        }
+    }
+}
+
+/// Monotonic time in nanoseconds, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), CliError> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+
+    let mut child = match (&args.command, &emit) {
+        (Some(command), Emit::Nothing) => Some(HeldChild::spawn(command)?),
+        _ => None,
+    };
+
+    let mut options = CompileOptions::default();
+    options.events_buffer = args.buffer_size;
+    options.codegen.pid = args.pid;
+    options.codegen.cpid = child.as_ref().map(|c| c.pid);
+    options.codegen.start_ktime_ns = monotonic_ns();
+    let compiled = compile_source(source, &options);
+    let compiled = match compiled {
+        Ok(compiled) => compiled,
+        Err(err) => {
+            if let Some(child) = child.take() {
+                child.abandon();
+            }
+            return Err(err);
+        }
+    };
+
+    match emit {
+        Emit::Asm => {
+            print!("{}", compiled.listing(source));
+            return Ok(());
+        }
+        Emit::Object(path) => {
+            fs::write(&path, &compiled.object)
+                .map_err(|err| CliError::runtime(format!("failed to write {}: {err}", path.display())))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), compiled.object.len());
+            return Ok(());
+        }
+        Emit::Nothing => {}
+    }
+
+    let loaded = runtime::load(&compiled, source, args.dry_run, args.verbose > 0);
+    let mut loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            if let Some(child) = child.take() {
+                child.abandon();
+            }
+            return Err(CliError::runtime(err.to_string()));
+        }
+    };
+    if args.dry_run {
+        eprintln!(
+            "compiled and loaded {} program{}; nothing was attached",
+            compiled.probes.len(),
+            if compiled.probes.len() == 1 { "" } else { "s" }
+        );
+        return Ok(());
+    }
+
+    let count = compiled.probes.len();
+    eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" });
+    let mut output = Output::open(args.output.as_deref())?;
+    loaded.run_begin().map_err(|err| CliError::runtime(err.to_string()))?;
+
+    if let Some(child) = child.as_mut() {
+        child.release()?;
+    }
+    let end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup]).await?;
+    info!("stopping: {end}");
+
+    // END runs while the other probes are still attached, as in bpftrace;
+    // then everything is detached and the rest of the buffer printed.
+    if !matches!(end, End::OutputClosed) {
+        loaded.run_end().map_err(|err| CliError::runtime(err.to_string()))?;
+    }
+    loaded.detach();
+    if !matches!(end, End::OutputClosed) {
+        drain(&mut loaded, &compiled, &mut output);
+    }
+    if let Some(child) = child.take() {
+        child.finish();
+    }
+    let lost = loaded.lost();
+    if lost > 0 {
+        eprintln!("{lost} output record{} lost because the ring buffer was full (raise --buffer-size)", if lost == 1 { " was" } else { "s were" });
+    }
+    Ok(())
+}
+
+/// Why streaming stopped.
+pub enum End {
+    Signal(&'static str),
+    Exit,
+    ChildExited,
+    OutputClosed,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Signal(name) => write!(f, "received {name}"),
+            End::Exit => f.write_str("the script called exit()"),
+            End::ChildExited => f.write_str("the -c command exited"),
+            End::OutputClosed => f.write_str("the output was closed"),
+        }
+    }
+}
+
+/// Where output goes: standard output or a file, flushed after every
+/// batch of records so that a reader sees each line as it happens.
+pub struct Output {
+    writer: Box<dyn Write>,
+    line: String,
+}
+
+impl Output {
+    pub fn open(path: Option<&std::path::Path>) -> Result<Output, CliError> {
+        let writer: Box<dyn Write> = match path {
+            Some(path) => Box::new(io::BufWriter::new(fs::File::create(path).map_err(|err| {
+                CliError::usage(format!("failed to create output file {}: {err}", path.display()))
+            })?)),
+            None => Box::new(io::BufWriter::new(io::stdout())),
+        };
+        Ok(Output { writer, line: String::with_capacity(256) })
+    }
+}
+
+/// Prints every record now in the ring buffer. Returns `Some` when a
+/// record or the output ends the run.
+fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) -> Option<End> {
+    let mut end = None;
+    while let Some(item) = loaded.events.next() {
+        output.line.clear();
+        match runtime::render_record(&compiled.outputs, &item, &mut output.line) {
+            Record::Text => {
+                if output.writer.write_all(output.line.as_bytes()).is_err() {
+                    return Some(End::OutputClosed);
+                }
+            }
+            Record::Exit => end = Some(End::Exit),
+            Record::Invalid => log::warn!("skipped a malformed output record of {} bytes", item.len()),
+        }
+        if end.is_some() {
+            break;
+        }
+    }
+    if output.writer.flush().is_err() {
+        return Some(End::OutputClosed);
+    }
+    end
+}
+
+fn drain(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) {
+    while let Some(end) = print_records(loaded, compiled, output) {
+        if matches!(end, End::OutputClosed) {
+            break;
+        }
+    }
+}
+
+async fn stream(
+    loaded: &mut Loaded,
+    compiled: &Compiled,
+    output: &mut Output,
+    mut child: Option<&mut HeldChild>,
+    signals: [&mut tokio::signal::unix::Signal; 3],
+) -> Result<End, CliError> {
+    let [interrupt, terminate, hangup] = signals;
+    // SAFETY: the ring buffer's descriptor belongs to `loaded`, which
+    // outlives this registration: it is dropped when this function returns.
+    let events = unsafe { AsyncFd::register_with_interest(loaded.events.as_raw_fd(), Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("failed to poll the output ring buffer")?;
+
+    // BEGIN may already have produced output, or called exit().
+    if let Some(end) = print_records(loaded, compiled, output) {
+        return Ok(end);
+    }
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(End::Signal("SIGINT")),
+            _ = terminate.recv() => return Ok(End::Signal("SIGTERM")),
+            _ = hangup.recv() => return Ok(End::Signal("SIGHUP")),
+            exited = async {
+                match child.as_mut() {
+                    Some(child) => child.wait_exit().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                exited?;
+                return Ok(End::ChildExited);
+            }
+            ready = events.readable() => {
+                let mut guard = ready.context("failed to poll the output ring buffer")?;
+                if let Some(end) = print_records(loaded, compiled, output) {
+                    return Ok(end);
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+/// A `-c` command, started but held before `exec` until every probe is
+/// attached, so that the script sees everything it does from the start.
+pub struct HeldChild {
+    pub pid: u32,
+    child: tokio::process::Child,
+    /// Writing to (or closing) this pipe lets the child continue to exec.
+    gate: Option<OwnedFd>,
+}
+
+impl HeldChild {
+    pub fn spawn(command: &str) -> Result<HeldChild, CliError> {
+        let words = split_command(command)
+            .map_err(|message| CliError::usage(format!("invalid -c command `{command}`: {message}")))?;
+        let Some((program, rest)) = words.split_first() else {
+            return Err(CliError::usage("invalid -c command: it is empty"));
+        };
+        let executable = find_executable(program).ok_or_else(|| {
+            CliError::usage(format!("failed to start -c command: `{program}` not found in PATH"))
+        })?;
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(CliError::runtime(format!("failed to create a pipe: {}", io::Error::last_os_error())));
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned
+        // by nobody else.
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let gate_fd = read_end.as_raw_fd();
+        // The command starts as a shell that waits for one line on fd 3 and
+        // then execs the command in place, so its pid is known before the
+        // probes are attached and stays the same after exec.
+        let mut process = tokio::process::Command::new("/bin/sh");
+        process
+            .arg("-c")
+            .arg("read -r _ <&3; exec 3<&-; exec \"$@\"")
+            .arg("sh")
+            .arg(&executable)
+            .args(rest);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls dup2, which is async-signal-safe.
+        unsafe {
+            process.pre_exec(move || {
+                if libc::dup2(gate_fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = process.spawn().map_err(|err| {
+            CliError::usage(format!("failed to start -c command `{program}`: {err}"))
+        })?;
+        drop(read_end);
+        let pid = child.id().unwrap_or(0);
+        info!("started -c command as pid {pid}, held until the probes are attached");
+        Ok(HeldChild { pid, child, gate: Some(write_end) })
+    }
+
+    /// Lets the command run.
+    pub fn release(&mut self) -> Result<(), CliError> {
+        if let Some(gate) = self.gate.take() {
+            let line = [b'\n'];
+            // SAFETY: `gate` is an open pipe descriptor and `line` is valid
+            // for one byte.
+            unsafe { libc::write(gate.as_raw_fd(), line.as_ptr().cast(), 1) };
+        }
+        Ok(())
+    }
+
+    async fn wait_exit(&mut self) -> Result<(), CliError> {
+        self.child
+            .wait()
+            .await
+            .map(drop)
+            .map_err(|err| CliError::runtime(format!("failed to wait for the -c command: {err}")))
+    }
+
+    /// Ends a command that never ran: kills it before it execs.
+    pub fn abandon(mut self) {
+        let _ = self.child.start_kill();
+        self.gate = None;
+    }
+
+    /// Stops the command if it still runs, and reaps it.
+    pub fn finish(mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill has no memory-safety preconditions; the child
+            // has not been reaped, so the pid is still ours.
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Finds `program` the way `execvp` would: a name with a slash is a path,
+/// anything else is searched in `PATH`.
+fn find_executable(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let is_executable = |path: &std::path::Path| {
+        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return is_executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Splits a command line into words, honouring single and double quotes
+/// and backslash escapes, without running a shell.
+pub fn split_command(command: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = command.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => word.push(c),
+            (Some(_), '\\') | (None, '\\') => match chars.next() {
+                Some(next) => {
+                    word.push(next);
+                    in_word = true;
+                }
+                None => return Err("it ends with a backslash".into()),
+            },
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err("a quote is not closed".into());
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_command;
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(split_command("cat /etc/hostname").unwrap(), ["cat", "/etc/hostname"]);
+        assert_eq!(split_command("sh -c 'echo a b'").unwrap(), ["sh", "-c", "echo a b"]);
+        assert_eq!(split_command(r#"echo "x \"y\"" z\ w"#).unwrap(), ["echo", "x \"y\"", "z w"]);
+        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
+        assert!(split_command("echo 'open").is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! Output statements: `printf`, `print` and `exit` send records through the
+//! events ring buffer, and user space renders them from an [`OutputSpec`].
+//!
+//! A record starts with an 8-byte header: the output's index (u32) and 4
+//! bytes of padding. Integer arguments follow as 8-byte values, strings as
+//! their buffers rounded up to 8 bytes. Literal arguments are not sent:
+//! the spec carries them.
+
+use super::{
+    Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val, expr::function_names, helper,
+    maps_not_supported,
+};
+use crate::{
+    script::{
+        ast::{Expr, ExprKind, Name},
+        diagnostic::Diagnostic,
+        insn::{AluOp, JmpOp, Size},
+        ir::{Inst, Slot, VReg, Value},
+        printf::{self, Arg, Conversion, Segment},
+        span::Span,
+    },
+    suggest,
+};
+
+/// Size of a record's header.
+pub const RECORD_HEADER: u32 = 8;
+
+/// How to render one kind of record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// `printf` and `print`: a format and where each argument is.
+    Printf { segments: Vec<Segment>, args: Vec<ArgSpec> },
+    /// `exit()`: end the run.
+    Exit,
+}
+
+/// Where one `printf` argument is in a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgSpec {
+    Int { offset: u32, ty: IntTy },
+    Str { offset: u32, len: u32 },
+    Const(Arg),
+}
+
+impl OutputSpec {
+    /// Renders a record of this kind. Returns `None` for `exit`.
+    pub fn render(&self, record: &[u8], out: &mut String) -> Option<()> {
+        let OutputSpec::Printf { segments, args } = self else {
+            return None;
+        };
+        let values: Vec<Arg> = args
+            .iter()
+            .map(|spec| match spec {
+                ArgSpec::Int { offset, ty } => {
+                    let start = *offset as usize;
+                    let raw = record
+                        .get(start..start + 8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                        .unwrap_or(0);
+                    Arg::Int { raw, size: u32::from(ty.bytes), signed: ty.signed }
+                }
+                ArgSpec::Str { offset, len } => {
+                    let start = (*offset as usize).min(record.len());
+                    let end = (start + *len as usize).min(record.len());
+                    let bytes = &record[start..end];
+                    let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                    Arg::Str(String::from_utf8_lossy(&bytes[..text_end]).into_owned())
+                }
+                ArgSpec::Const(arg) => arg.clone(),
+            })
+            .collect();
+        printf::render(segments, &values, out);
+        Some(())
+    }
+}
+
+/// One value to put in a record.
+enum Part {
+    Int(VReg, IntTy),
+    Str(Slot, u32),
+    Const(Arg),
+}
+
+const MAP_FUNCTIONS: &[&str] = &[
+    "count", "sum", "avg", "min", "max", "stats", "hist", "lhist", "delete", "clear", "zero",
+    "has_key", "len",
+];
+const PLANNED_FUNCTIONS: &[&str] = &[
+    "kstack", "ustack", "ksym", "usym", "kaddr", "uaddr", "ntop", "buf", "join", "system",
+    "cat", "signal", "override", "time", "strftime", "reg", "cgroupid", "macaddr", "deny",
+];
+
+impl Codegen<'_> {
+    /// Translates a call to a builtin function.
+    pub(crate) fn call(&mut self, name: &Name, args: &[Expr], span: Span) -> Result<Val> {
+        match name.text.as_str() {
+            "printf" => self.printf(args, span),
+            "print" => self.print(args, span),
+            "exit" => {
+                if !args.is_empty() {
+                    return Err(self.error(Diagnostic::error(span, "exit() takes no arguments")));
+                }
+                let index = self.add_output(OutputSpec::Exit);
+                self.emit_record(index, RECORD_HEADER, Vec::new());
+                Ok(Val::Void)
+            }
+            "str" => self.str_call(args, span),
+            text if MAP_FUNCTIONS.contains(&text) => Err(self.error(maps_not_supported(name.span))),
+            text if PLANNED_FUNCTIONS.contains(&text) => Err(self.error(Diagnostic::error(
+                name.span,
+                format!("the function `{text}()` is not supported yet"),
+            ))),
+            text => {
+                let matches = suggest::close_matches(text, function_names().iter().copied(), 3);
+                let mut diagnostic = Diagnostic::error(name.span, format!("unknown function `{text}()`"));
+                if !matches.is_empty() {
+                    diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+                }
+                Err(self.error(diagnostic))
+            }
+        }
+    }
+
+    fn add_output(&mut self, spec: OutputSpec) -> u32 {
+        self.outputs.push(spec);
+        self.outputs.len() as u32 - 1
+    }
+
+    fn printf(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let Some((format, values)) = args.split_first() else {
+            return Err(self.error(Diagnostic::error(span, "printf() needs a format string")
+                .with_hint("printf(\"%d\\n\", pid)")));
+        };
+        let ExprKind::String(bytes) = &format.kind else {
+            return Err(self.error(Diagnostic::error(format.span, "the first argument of printf() must be a string literal")));
+        };
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let segments = match printf::parse(&text) {
+            Ok(segments) => segments,
+            Err(err) => {
+                return Err(self.error(Diagnostic::error(format.span, format!("invalid format string: {}", err.message))));
+            }
+        };
+        let conversions: Vec<Conversion> = segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Conversion(c) => Some(c.clone()),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        if conversions.len() != values.len() {
+            return Err(self.error(Diagnostic::error(
+                span,
+                format!(
+                    "the format string has {} conversion{} but {} argument{} follow{}",
+                    conversions.len(),
+                    if conversions.len() == 1 { "" } else { "s" },
+                    values.len(),
+                    if values.len() == 1 { "" } else { "s" },
+                    if values.len() == 1 { "s" } else { "" },
+                ),
+            )));
+        }
+
+        let mut parts = Vec::with_capacity(values.len());
+        let mut failed = false;
+        for (conversion, value_expr) in conversions.iter().zip(values) {
+            match self.printf_part(conversion, value_expr) {
+                Ok(part) => parts.push(part),
+                Err(_) => failed = true,
+            }
+        }
+        if failed {
+            return Err(super::Reported);
+        }
+        self.send_printf(segments, parts);
+        Ok(Val::Void)
+    }
+
+    fn printf_part(&mut self, conversion: &Conversion, expr: &Expr) -> Result<Part> {
+        let value = self.expr(expr)?;
+        if conversion.takes_string() {
+            return match value {
+                Val::Lit(bytes) => Ok(Part::Const(Arg::Str(String::from_utf8_lossy(&bytes).into_owned()))),
+                Val::Int { .. } | Val::Ptr { .. } => {
+                    let description = self.describe(&value);
+                    let mut diagnostic =
+                        Diagnostic::error(expr.span, format!("`%s` needs a string, found {description}"));
+                    if matches!(value, Val::Ptr { .. }) {
+                        diagnostic = diagnostic.with_hint("read the string with str(...)");
+                    } else {
+                        diagnostic = diagnostic.with_hint("print integers with `%d`");
+                    }
+                    Err(self.error(diagnostic))
+                }
+                other => {
+                    let (slot, len) = self.string_value(other, expr.span)?;
+                    Ok(Part::Str(slot, len))
+                }
+            };
+        }
+        match value {
+            Val::Int { reg, ty } => Ok(Part::Int(reg, ty)),
+            Val::Ptr { reg, .. } => Ok(Part::Int(reg, IntTy::U64)),
+            other => {
+                let description = self.describe(&other);
+                Err(self.error(Diagnostic::error(
+                    expr.span,
+                    format!("`%{}` needs an integer, found {description}", conversion.kind),
+                )
+                .with_hint("print strings with `%s`")))
+            }
+        }
+    }
+
+    fn print(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let [value] = args else {
+            return Err(self.error(Diagnostic::error(span, format!("print() takes 1 argument, got {}", args.len()))));
+        };
+        if let ExprKind::Map(map) = &value.kind {
+            return Err(self.error(maps_not_supported(map.span)));
+        }
+        let value_span = value.span;
+        let value = self.expr(value)?;
+        let (kind, part) = match value {
+            Val::Int { reg, ty } => (if ty.signed { 'd' } else { 'u' }, Part::Int(reg, ty)),
+            Val::Ptr { reg, .. } => ('p', Part::Int(reg, IntTy::U64)),
+            Val::Lit(bytes) => ('s', Part::Const(Arg::Str(String::from_utf8_lossy(&bytes).into_owned()))),
+            other => {
+                let (slot, len) = self.string_value(other, value_span)?;
+                ('s', Part::Str(slot, len))
+            }
+        };
+        let segments = vec![
+            Segment::Conversion(Conversion { kind, ..Conversion::default() }),
+            Segment::Literal("\n".into()),
+        ];
+        self.send_printf(segments, vec![part]);
+        Ok(Val::Void)
+    }
+
+    fn send_printf(&mut self, segments: Vec<Segment>, parts: Vec<Part>) {
+        let mut specs = Vec::with_capacity(parts.len());
+        let mut offset = RECORD_HEADER;
+        let mut placed = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                Part::Int(reg, ty) => {
+                    specs.push(ArgSpec::Int { offset, ty });
+                    placed.push((offset, Part::Int(reg, ty)));
+                    offset += 8;
+                }
+                Part::Str(slot, len) => {
+                    specs.push(ArgSpec::Str { offset, len });
+                    placed.push((offset, Part::Str(slot, len)));
+                    offset += len.div_ceil(8) * 8;
+                }
+                Part::Const(arg) => specs.push(ArgSpec::Const(arg)),
+            }
+        }
+        let index = self.add_output(OutputSpec::Printf { segments, args: specs });
+        self.emit_record(index, offset, placed);
+    }
+
+    /// Reserves a record, writes the header and the parts, and submits it;
+    /// a full ring buffer counts the record as lost instead.
+    fn emit_record(&mut self, index: u32, size: u32, parts: Vec<(u32, Part)>) {
+        let map = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: map, map: EVENTS_MAP });
+        let record = self.f.vreg();
+        self.f.push(Inst::Call {
+            helper: helper::RINGBUF_RESERVE,
+            args: vec![map.into(), Value::Imm(size as i32), Value::Imm(0)],
+            ret: Some(record),
+        });
+        let full = self.f.label();
+        let end = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: record, rhs: Value::Imm(0), target: full });
+        self.f.push(Inst::Store { size: Size::W, base: record, off: 0, src: Value::Imm(index as i32) });
+        self.f.push(Inst::Store { size: Size::W, base: record, off: 4, src: Value::Imm(0) });
+        for (offset, part) in parts {
+            match part {
+                Part::Int(reg, _) => {
+                    self.f.push(Inst::Store { size: Size::DW, base: record, off: offset as i16, src: reg.into() });
+                }
+                Part::Str(slot, len) => self.store_string(record, offset, slot, len),
+                Part::Const(_) => {}
+            }
+        }
+        self.f.push(Inst::Call { helper: helper::RINGBUF_SUBMIT, args: vec![record.into(), Value::Imm(0)], ret: None });
+        self.f.push(Inst::Jump { target: end });
+
+        self.f.push(Inst::Label(full));
+        let key = self.f.slot(4);
+        self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: Value::Imm(0) });
+        let key_address = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: key_address, slot: key, off: 0 });
+        let lost_map = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: lost_map, map: LOST_MAP });
+        let counter = self.f.vreg();
+        self.f.push(Inst::Call {
+            helper: helper::MAP_LOOKUP_ELEM,
+            args: vec![lost_map.into(), key_address.into()],
+            ret: Some(counter),
+        });
+        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: counter, rhs: Value::Imm(0), target: end });
+        let value = self.f.vreg();
+        self.f.push(Inst::Load { size: Size::DW, dst: value, base: counter, off: 0 });
+        self.f.push(Inst::Alu { op: AluOp::Add, dst: value, src: Value::Imm(1), wide: true });
+        self.f.push(Inst::Store { size: Size::DW, base: counter, off: 0, src: value.into() });
+        self.f.push(Inst::Label(end));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_record() {
+        let spec = OutputSpec::Printf {
+            segments: printf::parse("%s %d %s\n").unwrap(),
+            args: vec![
+                ArgSpec::Str { offset: 8, len: 16 },
+                ArgSpec::Int { offset: 24, ty: IntTy { bytes: 4, signed: true } },
+                ArgSpec::Const(Arg::Str("do_sys_openat2".into())),
+            ],
+        };
+        let mut record = vec![0u8; 32];
+        record[8..11].copy_from_slice(b"cat");
+        record[24..32].copy_from_slice(&(-2i64).to_le_bytes());
+        let mut out = String::new();
+        spec.render(&record, &mut out).expect("printf renders");
+        assert_eq!(out, "cat -2 do_sys_openat2\n");
+        assert!(OutputSpec::Exit.render(&record, &mut out).is_none());
+    }
+}

@@ -1,0 +1,206 @@
+//! The compiler driver: source text in, an ELF object and the tables that
+//! the runtime needs out.
+
+use super::{
+    codegen::{self, CodegenOptions, OutputSpec},
+    diagnostic::{self, Diagnostic},
+    elf::{self, MapDef, MapType, ProgramCode},
+    env::Environment,
+    insn,
+    parser,
+    probes::{self, ProbeKind},
+    regalloc::{self, Lowered},
+    span::Source,
+};
+
+/// Default size of the events ring buffer, in bytes.
+pub const DEFAULT_EVENTS_BUFFER: u32 = 1 << 20;
+
+/// Name of the events ring buffer map.
+pub const EVENTS_MAP_NAME: &str = "events";
+/// Name of the per-CPU lost-record counter map.
+pub const LOST_MAP_NAME: &str = "lost";
+
+/// Settings for one compilation.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    pub codegen: CodegenOptions,
+    /// Size of the events ring buffer: a power of two, at least a page.
+    pub events_buffer: u32,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            codegen: CodegenOptions::default(),
+            events_buffer: DEFAULT_EVENTS_BUFFER,
+        }
+    }
+}
+
+/// One compiled program, for one attach point.
+#[derive(Clone, Debug)]
+pub struct CompiledProbe {
+    /// The program's symbol in the object.
+    pub symbol: String,
+    pub kind: ProbeKind,
+    /// The lowered code, with the script line of each instruction.
+    pub code: Lowered,
+}
+
+/// The result of compiling a script.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub object: Vec<u8>,
+    pub probes: Vec<CompiledProbe>,
+    /// How to render each record kind, by the index in its header.
+    pub outputs: Vec<OutputSpec>,
+    /// Warnings, to show even though compilation succeeded.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    /// An annotated listing of every program: each instruction with the
+    /// script line that produced it.
+    pub fn listing(&self, source: &Source) -> String {
+        let mut out = String::new();
+        for probe in &self.probes {
+            out.push_str(&format!(
+                "{} ({}, {} instructions, {} bytes of stack):\n",
+                probe.kind.display_name(),
+                probe.symbol,
+                probe.code.insns.len(),
+                probe.code.stack_size
+            ));
+            let mut previous_line = 0;
+            let comments: Vec<Option<String>> = probe
+                .code
+                .lines
+                .iter()
+                .map(|&line| {
+                    if line == 0 || line == previous_line {
+                        return None;
+                    }
+                    previous_line = line;
+                    Some(format!("{}:{line}: {}", source.name(), source.line_text(line as usize).trim()))
+                })
+                .collect();
+            out.push_str(&insn::listing(&probe.code.insns, &comments));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Compiles a script. Errors come back as diagnostics to render against
+/// `source`.
+pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    let (program, mut diagnostics) = parser::parse(source);
+    let Some(program) = program else {
+        return Err(diagnostics);
+    };
+    if diagnostic::has_errors(&diagnostics) {
+        return Err(diagnostics);
+    }
+    if program.probes.is_empty() {
+        diagnostics.push(
+            Diagnostic::error(program.span, "the script has no probes")
+                .with_hint("a probe looks like `tracepoint:syscalls:sys_enter_openat { printf(\"%s\\n\", comm); }`"),
+        );
+        return Err(diagnostics);
+    }
+    for definition in &program.c_definitions {
+        diagnostics.push(
+            Diagnostic::warning(definition.span, "C definitions are ignored: types come from the kernel's BTF"),
+        );
+    }
+
+    let mut outputs = Vec::new();
+    let mut probes = Vec::new();
+    for (probe_index, probe) in program.probes.iter().enumerate() {
+        for (point_index, point) in probe.attach_points.iter().enumerate() {
+            let resolved = match probes::resolve(point, env) {
+                Ok(resolved) => resolved,
+                Err(diagnostic) => {
+                    diagnostics.push(diagnostic);
+                    continue;
+                }
+            };
+            let Some(function) = codegen::generate(
+                &resolved,
+                probe.predicate.as_ref(),
+                &probe.body,
+                env,
+                source,
+                &options.codegen,
+                &mut outputs,
+                &mut diagnostics,
+            ) else {
+                continue;
+            };
+            match regalloc::lower(&function) {
+                Ok(code) => probes.push(CompiledProbe {
+                    symbol: format!("probe_{probe_index}_{point_index}"),
+                    kind: resolved.kind,
+                    code,
+                }),
+                Err(err) => diagnostics.push(Diagnostic::error(probe.span, err.to_string())),
+            }
+        }
+        // Only one attach point's diagnostics are kept when several share
+        // a body, since the body produces the same ones for each.
+        dedup_diagnostics(&mut diagnostics);
+    }
+    if diagnostic::has_errors(&diagnostics) {
+        return Err(diagnostics);
+    }
+
+    let code: Vec<ProgramCode> = probes
+        .iter()
+        .map(|probe| ProgramCode {
+            name: probe.symbol.clone(),
+            section: probe.kind.section(&probe.symbol),
+            insns: probe.code.insns.clone(),
+            map_loads: probe.code.map_loads.clone(),
+        })
+        .collect();
+    let maps = [
+        MapDef {
+            name: EVENTS_MAP_NAME.into(),
+            map_type: MapType::RingBuf,
+            key_size: 0,
+            value_size: 0,
+            max_entries: options.events_buffer,
+            flags: 0,
+        },
+        MapDef {
+            name: LOST_MAP_NAME.into(),
+            map_type: MapType::PerCpuArray,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            flags: 0,
+        },
+    ];
+    let object = elf::write_object(&code, &maps)
+        .map_err(|err| vec![Diagnostic::error(program.span, err.to_string())])?;
+    Ok(Compiled {
+        object,
+        probes,
+        outputs,
+        warnings: diagnostics,
+    })
+}
+
+fn dedup_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
+    let mut seen = Vec::new();
+    diagnostics.retain(|d| {
+        let key = (d.span, d.message.clone());
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+}

@@ -1,0 +1,292 @@
+//! Resolving attach points: which kernel object a probe names, which
+//! program type and section it compiles to, and where its arguments and
+//! return value come from.
+
+use std::rc::Rc;
+
+use super::{
+    ast::{AttachPoint, AttachTarget, Location, Provider},
+    diagnostic::Diagnostic,
+    env::Environment,
+};
+use crate::{btf::Btf, suggest, tracepoint::{self, Format}};
+
+/// The kind of program a probe compiles to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Runs once before any other probe, in the tool's own process.
+    Begin,
+    /// Runs once when the run ends.
+    End,
+    Kprobe { function: String },
+    Kretprobe { function: String },
+    Fentry { function: String },
+    Fexit { function: String },
+    Tracepoint { category: String, name: String },
+    RawTracepoint { name: String },
+}
+
+impl ProbeKind {
+    /// The ELF section that tells aya the program type.
+    pub fn section(&self, symbol: &str) -> String {
+        match self {
+            // BEGIN and END are raw tracepoint programs that the tool runs
+            // itself with BPF_PROG_TEST_RUN, never attached.
+            ProbeKind::Begin | ProbeKind::End => format!("raw_tracepoint/{symbol}"),
+            ProbeKind::Kprobe { .. } => format!("kprobe/{symbol}"),
+            ProbeKind::Kretprobe { .. } => format!("kretprobe/{symbol}"),
+            ProbeKind::Fentry { .. } => format!("fentry/{symbol}"),
+            ProbeKind::Fexit { .. } => format!("fexit/{symbol}"),
+            ProbeKind::Tracepoint { .. } => format!("tracepoint/{symbol}"),
+            ProbeKind::RawTracepoint { .. } => format!("raw_tracepoint/{symbol}"),
+        }
+    }
+
+    /// The probe's full name, as the `probe` builtin returns it.
+    pub fn display_name(&self) -> String {
+        match self {
+            ProbeKind::Begin => "BEGIN".into(),
+            ProbeKind::End => "END".into(),
+            ProbeKind::Kprobe { function } => format!("kprobe:{function}"),
+            ProbeKind::Kretprobe { function } => format!("kretprobe:{function}"),
+            ProbeKind::Fentry { function } => format!("fentry:{function}"),
+            ProbeKind::Fexit { function } => format!("fexit:{function}"),
+            ProbeKind::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+            ProbeKind::RawTracepoint { name } => format!("rawtracepoint:{name}"),
+        }
+    }
+
+    /// The kernel function the probe is on, if any.
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            ProbeKind::Kprobe { function }
+            | ProbeKind::Kretprobe { function }
+            | ProbeKind::Fentry { function }
+            | ProbeKind::Fexit { function } => Some(function),
+            _ => None,
+        }
+    }
+
+    /// Tells whether the probe fires at a function's return.
+    pub fn is_return(&self) -> bool {
+        matches!(self, ProbeKind::Kretprobe { .. } | ProbeKind::Fexit { .. })
+    }
+}
+
+/// A function parameter with its BTF type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub type_id: u32,
+    /// Index of the parameter's first 8-byte slot in a fentry/fexit
+    /// context: parameters larger than 8 bytes take two slots.
+    pub slot: u32,
+}
+
+/// A kernel function's prototype from BTF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub params: Vec<Param>,
+    /// 0 for `void`.
+    pub return_type: u32,
+    /// Number of 8-byte context slots the arguments take.
+    pub slots: u32,
+}
+
+impl Signature {
+    fn from_btf(btf: &Btf, function: &str) -> Option<Signature> {
+        let signature = btf.find_function(function)?;
+        let mut slot = 0;
+        let params = signature
+            .params
+            .iter()
+            .map(|param| {
+                let size = btf.size_of(param.type_id).unwrap_or(8);
+                let this = Param {
+                    name: param.name.to_owned(),
+                    type_id: param.type_id,
+                    slot,
+                };
+                slot += size.div_ceil(8).clamp(1, 2);
+                this
+            })
+            .collect();
+        Some(Signature {
+            params,
+            return_type: signature.return_type,
+            slots: slot,
+        })
+    }
+}
+
+/// Where a probe's arguments come from.
+#[derive(Clone, Debug)]
+pub enum ArgSource {
+    /// BEGIN and END have no arguments.
+    None,
+    /// kprobe: registers in `struct pt_regs`, typed by BTF when the
+    /// function has a prototype.
+    Registers(Option<Rc<Signature>>),
+    /// fentry/fexit: 8-byte slots in the context, typed by BTF.
+    Trampoline(Rc<Signature>),
+    Tracepoint(Rc<Format>),
+    /// Raw tracepoint: untyped 8-byte arguments.
+    RawArgs,
+}
+
+/// A resolved attach point.
+#[derive(Clone, Debug)]
+pub struct ResolvedProbe {
+    pub kind: ProbeKind,
+    pub args: ArgSource,
+}
+
+/// Attach-point providers the compiler supports today.
+const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t) and rawtracepoint (rt)";
+
+/// Resolves one attach point against the kernel's BTF and tracepoints.
+pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, Diagnostic> {
+    match (&point.provider, &point.target) {
+        (Provider::Begin, _) => Ok(ResolvedProbe {
+            kind: ProbeKind::Begin,
+            args: ArgSource::None,
+        }),
+        (Provider::End, _) => Ok(ResolvedProbe {
+            kind: ProbeKind::End,
+            args: ArgSource::None,
+        }),
+        (Provider::Kprobe | Provider::Kretprobe, AttachTarget::Kprobe { module, location }) => {
+            if let Some(module) = module {
+                return Err(Diagnostic::error(module.span, "module-qualified kprobes are not supported yet")
+                    .with_hint(format!("drop `{}:` and name the function alone", module.text)));
+            }
+            let Location::Symbol { name, offset } = location else {
+                return Err(Diagnostic::error(point.span, "kprobes on addresses are not supported yet")
+                    .with_hint("name the function instead"));
+            };
+            if let Some(offset) = offset {
+                return Err(Diagnostic::error(offset.span, "kprobes at an offset are not supported yet"));
+            }
+            check_plain_name(&name.text, name.span)?;
+            let signature = env
+                .btf()
+                .and_then(|btf| Signature::from_btf(&btf, &name.text))
+                .map(Rc::new);
+            if signature.is_none() {
+                check_kernel_function(&name.text, name.span, env)?;
+            }
+            let function = name.text.clone();
+            let kind = if point.provider == Provider::Kprobe {
+                ProbeKind::Kprobe { function }
+            } else {
+                ProbeKind::Kretprobe { function }
+            };
+            Ok(ResolvedProbe {
+                kind,
+                args: ArgSource::Registers(signature),
+            })
+        }
+        (Provider::Fentry | Provider::Fexit, AttachTarget::Fentry { module, function }) => {
+            if let Some(module) = module {
+                return Err(Diagnostic::error(module.span, "module-qualified fentry probes are not supported yet")
+                    .with_hint(format!("drop `{}:` and name the function alone", module.text)));
+            }
+            check_plain_name(&function.text, function.span)?;
+            let Some(btf) = env.btf() else {
+                return Err(Diagnostic::error(function.span, "fentry and fexit need the kernel's BTF, which this kernel does not provide")
+                    .with_hint("use kprobe or kretprobe instead, which work without BTF"));
+            };
+            let Some(signature) = Signature::from_btf(&btf, &function.text) else {
+                let mut diagnostic = Diagnostic::error(
+                    function.span,
+                    format!("kernel function `{}` has no BTF prototype, which fentry and fexit need", function.text),
+                );
+                let matches = suggest::close_matches(&function.text, btf.function_names(), 3);
+                if !matches.is_empty() {
+                    diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+                }
+                return Err(diagnostic.with_hint("functions without BTF can still be traced with kprobe"));
+            };
+            let function = function.text.clone();
+            let kind = if point.provider == Provider::Fentry {
+                ProbeKind::Fentry { function }
+            } else {
+                ProbeKind::Fexit { function }
+            };
+            Ok(ResolvedProbe {
+                kind,
+                args: ArgSource::Trampoline(Rc::new(signature)),
+            })
+        }
+        (Provider::Tracepoint, AttachTarget::Tracepoint { category, name }) => {
+            check_plain_name(&category.text, category.span)?;
+            check_plain_name(&name.text, name.span)?;
+            let format = env
+                .tracepoint(&category.text, &name.text)
+                .map_err(|message| Diagnostic::error(point.span, message))?;
+            let Some(format) = format else {
+                let wanted = format!("{}:{}", category.text, name.text);
+                let mut diagnostic = Diagnostic::error(point.span, format!("tracepoint `{wanted}` not found"));
+                if let Ok(all) = tracepoint::list_all() {
+                    let matches = suggest::close_matches(&wanted, all.iter().map(String::as_str), 3);
+                    if !matches.is_empty() {
+                        diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+                    }
+                }
+                return Err(diagnostic.with_hint("list tracepoints with `cat /sys/kernel/tracing/available_events`"));
+            };
+            Ok(ResolvedProbe {
+                kind: ProbeKind::Tracepoint {
+                    category: category.text.clone(),
+                    name: name.text.clone(),
+                },
+                args: ArgSource::Tracepoint(format),
+            })
+        }
+        (Provider::RawTracepoint, AttachTarget::RawTracepoint { module, name }) => {
+            if let Some(module) = module {
+                return Err(Diagnostic::error(module.span, "module-qualified raw tracepoints are not supported yet"));
+            }
+            check_plain_name(&name.text, name.span)?;
+            Ok(ResolvedProbe {
+                kind: ProbeKind::RawTracepoint {
+                    name: name.text.clone(),
+                },
+                args: ArgSource::RawArgs,
+            })
+        }
+        (provider, _) => Err(Diagnostic::error(
+            point.span,
+            format!("`{}` probes are not supported yet", provider.name()),
+        )
+        .with_hint(format!("supported providers: {SUPPORTED}"))),
+    }
+}
+
+fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnostic> {
+    if name.contains(['*', '?']) {
+        return Err(Diagnostic::error(span, format!("wildcards in probe names (`{name}`) are not supported yet"))
+            .with_hint("name one function or tracepoint per attach point; several attach points may share a block: `kprobe:a, kprobe:b { ... }`"));
+    }
+    Ok(())
+}
+
+/// Checks that a function without BTF exists in kallsyms.
+fn check_kernel_function(name: &str, span: super::span::Span, env: &Environment) -> Result<(), Diagnostic> {
+    let Ok(kallsyms) = crate::kallsyms::Kallsyms::read() else {
+        // Without a readable symbol table, the attach step reports a
+        // missing function.
+        return Ok(());
+    };
+    if kallsyms.text_symbols(name).next().is_some() {
+        return Ok(());
+    }
+    let btf = env.btf();
+    let btf_names = btf.iter().flat_map(|btf| btf.function_names());
+    let matches = suggest::close_matches(name, kallsyms.text_names().chain(btf_names), 3);
+    let mut diagnostic = Diagnostic::error(span, format!("kernel function `{name}` not found"));
+    if !matches.is_empty() {
+        diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+    }
+    Err(diagnostic)
+}
