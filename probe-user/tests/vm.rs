@@ -252,3 +252,141 @@ fn unknown_function_in_vm() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("did you mean: do_sys_openat2"), "{stderr}");
 }
+
+/// Runs `kprobe-attach [--return] --mechanism M FUNCTION SCRIPT` while the
+/// helper opens `paths`; returns the script's output lines printed for the
+/// helper (its comm is "probe-test-help") and the helper's results.
+fn script_run(mechanism: &str, return_probe: bool, script: &str, paths: &[&str]) -> (Vec<String>, Vec<i64>) {
+    let mut args = vec!["--mechanism", mechanism];
+    if return_probe {
+        args.push("--return");
+    }
+    args.extend([FUNCTION, script]);
+    let mut tracer = Tracer::start_script(&args);
+    let (_, results) = open_paths(paths);
+    thread::sleep(Duration::from_millis(500));
+    tracer.signal(libc::SIGINT);
+    let (code, stdout, stderr) = tracer.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    let provider = match (mechanism, return_probe) {
+        ("fentry", true) => "fexit",
+        ("kprobe", true) => "kretprobe",
+        (other, _) => other,
+    };
+    assert!(stderr.contains(&format!("with {provider}.")), "{stderr}");
+    let lines = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("probe-test-help "))
+        .map(str::to_owned)
+        .collect();
+    (lines, results)
+}
+
+fn script_prints_opened_paths(mechanism: &str) {
+    if !kernel_supports(mechanism) {
+        return;
+    }
+    let paths = ["/etc/hostname", "/no/such/file", "/proc/version"];
+    let (lines, _) = script_run(
+        mechanism,
+        false,
+        r#"/comm == "probe-test-help"/ { printf("%s %s\n", comm, str(args.filename)); }"#,
+        &paths,
+    );
+    // The dynamic loader's opens come first; the helper's own are last.
+    assert!(
+        lines.ends_with(&paths.map(str::to_owned)),
+        "script output {lines:?} should end with {paths:?}"
+    );
+    assert_nothing_attached("after a script run");
+}
+
+#[test]
+fn script_paths_with_fentry() {
+    script_prints_opened_paths("fentry");
+}
+
+#[test]
+fn script_paths_with_kprobe() {
+    script_prints_opened_paths("kprobe");
+}
+
+fn script_prints_return_values(mechanism: &str) {
+    if !kernel_supports(mechanism) {
+        return;
+    }
+    let (lines, results) = script_run(
+        mechanism,
+        true,
+        r#"/comm == "probe-test-help"/ { printf("%s %d\n", comm, retval); }"#,
+        &["/etc/hostname", "/no/such/file", "/", "/etc/passwd"],
+    );
+    let values: Vec<i64> = lines
+        .iter()
+        .map(|line| line.trim().parse().unwrap_or_else(|_| panic!("not a number: {line:?}")))
+        .collect();
+    assert_eq!(results[1], -2, "{results:?}");
+    assert!(values.ends_with(&results), "script printed {values:?}, the helper got {results:?}");
+}
+
+#[test]
+fn script_retval_with_fexit() {
+    script_prints_return_values("fentry");
+}
+
+#[test]
+fn script_retval_with_kretprobe() {
+    script_prints_return_values("kprobe");
+}
+
+#[test]
+fn script_error_names_the_parameter() {
+    if !kernel_supports("fentry") {
+        return;
+    }
+    let output = run(common::kprobe_attach().args([FUNCTION, "{ printf(\"%s\\n\", str(args.filenme)); }"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`do_sys_openat2` has no parameter `filenme`"), "{stderr}");
+    assert!(stderr.contains("did you mean: filename?"), "{stderr}");
+    assert_nothing_attached("after a script error");
+}
+
+fn example(name: &str) -> String {
+    let directory = std::env::var("PROBE_EXAMPLES_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../examples").to_owned());
+    format!("{directory}/{name}")
+}
+
+/// Runs an example with `probe run FILE -c 'probe-test-helper open PATHS'`.
+fn run_example(name: &str, paths: &[&str]) -> String {
+    let command = format!("{} open {}", common::bin("probe-test-helper").display(), paths.join(" "));
+    let output = run(std::process::Command::new(common::bin("probe"))
+        .args(["run", &example(name), "-c", &command]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{name}: {stderr}");
+    text(&output.stdout)
+}
+
+#[test]
+fn example_vfs_open() {
+    if !kernel_supports("fentry") {
+        return;
+    }
+    let stdout = run_example("vfs_open.bt", &["/etc/hostname"]);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("probe-test-help") && l.ends_with(" hostname")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn example_open_failures() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    let stdout = run_example("open_failures.bt", &["/no/such/file", "/etc/hostname"]);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("probe-test-help")).collect();
+    assert!(lines.iter().any(|l| l.ends_with("failed with -2")), "{stdout}");
+    assert!(lines.iter().all(|l| l.contains("failed with -")), "{stdout}");
+}

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the three test tiers and their summary.
 //!
 //! 1. unit: `cargo test --lib --bins` over the workspace.
-//! 2. host: `probe-user/tests/host.rs` on the host kernel, as root.
+//! 2. host: every `probe-user/tests/*.rs` but `vm.rs`, on the host kernel,
+//!    as root.
 //! 3. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
 //!
 //! The counts come from libtest's `test result:` lines.
@@ -230,11 +231,33 @@ fn integration_test_exists(name: &str) -> bool {
         .is_file()
 }
 
+/// Names of the host integration test files: every `probe-user/tests/*.rs`
+/// except `vm.rs`, which runs inside the VM.
+fn host_test_names() -> Vec<String> {
+    let directory = paths::workspace_root().join("probe-user/tests");
+    let mut names: Vec<String> = std::fs::read_dir(&directory)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .filter_map(|entry| {
+                    let path = entry.path();
+                    let is_rust = path.extension().is_some_and(|e| e == "rs");
+                    let stem = path.file_stem()?.to_str()?.to_owned();
+                    (is_rust && stem != "vm").then_some(stem)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn run_host_tests() -> Result<RunReport> {
-    if !integration_test_exists("host") {
+    let names = host_test_names();
+    if names.is_empty() {
         return Ok(RunReport {
             name: "host".to_owned(),
-            outcome: RunOutcome::Skipped("probe-user/tests/host.rs does not exist".to_owned()),
+            outcome: RunOutcome::Skipped("probe-user/tests has no host test files".to_owned()),
         });
     }
     // The host tests run probe-test-helper, which `cargo test -p probe-user`
@@ -245,18 +268,13 @@ fn run_host_tests() -> Result<RunReport> {
             outcome: RunOutcome::Error(format!("{error:#}")),
         });
     }
-    run_cargo_test(
-        "host",
-        &[
-            "test",
-            "-p",
-            "probe-user",
-            "--test",
-            "host",
-            "--",
-            "--test-threads=1",
-        ],
-    )
+    let mut args: Vec<&str> = vec!["test", "-p", "probe-user", "--no-fail-fast"];
+    for name in &names {
+        args.push("--test");
+        args.push(name);
+    }
+    args.extend(["--", "--test-threads=1"]);
+    run_cargo_test("host", &args)
 }
 
 /// Builds the VM test binary and returns its path.
@@ -335,8 +353,13 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
         host: executable,
         guest: PathBuf::from("/usr/bin/vm-tests"),
     });
+    files.push(GuestFile {
+        host: paths::workspace_root().join("examples"),
+        guest: PathBuf::from("/examples"),
+    });
     let env = [
         ("PROBE_BIN_DIR".to_owned(), "/usr/bin".to_owned()),
+        ("PROBE_EXAMPLES_DIR".to_owned(), "/examples".to_owned()),
         (
             "PROBE_EXPECT_KERNEL_FEATURES".to_owned(),
             "kprobe,fentry,lsm".to_owned(),

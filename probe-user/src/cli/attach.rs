@@ -31,6 +31,13 @@ pub struct AttachArgs {
     #[arg(value_name = "FUNC")]
     pub function: String,
 
+    /// Script to run at each call instead of printing the call: an action
+    /// block with an optional predicate, in bpftrace's language, such as
+    /// '/pid == 42/ { printf("%s\n", str(args.filename)); }', or @FILE to
+    /// read it from a file.
+    #[arg(value_name = "SCRIPT")]
+    pub script: Option<String>,
+
     /// Trace returns instead of entries, and print each return value after
     /// the arguments.
     #[arg(long = "return", short = 'r')]
@@ -40,7 +47,8 @@ pub struct AttachArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pid: Option<u32>,
 
-    /// Stop after printing this many calls.
+    /// Stop after printing this many calls (with a SCRIPT: this many
+    /// output records).
     #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
@@ -105,6 +113,11 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+
+    if let Some(script) = &args.script {
+        let script = read_script(script)?;
+        return super::attach_script::run(args, &script, [&mut interrupt, &mut terminate, &mut hangup]).await;
+    }
 
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => Some(btf),
@@ -179,9 +192,19 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Returns the script text: the argument itself, or the contents of the
+/// file that `@FILE` names.
+fn read_script(argument: &str) -> Result<String, CliError> {
+    match argument.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|err| CliError::usage(format!("failed to read script file {path}: {err}"))),
+        None => Ok(argument.to_owned()),
+    }
+}
+
 /// Checks that `function` is a text symbol in kallsyms, and otherwise
 /// returns a "not found" error with close matches.
-fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<(), CliError> {
+pub(crate) fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<(), CliError> {
     let kallsyms = Kallsyms::read().context("failed to read /proc/kallsyms")?;
     if kallsyms.text_symbols(function).next().is_some() {
         return Ok(());

@@ -6,6 +6,7 @@
 //! function that does not exist).
 
 pub mod attach;
+mod attach_script;
 pub mod run;
 
 use std::process::ExitCode;

@@ -248,7 +248,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     if let Some(child) = child.as_mut() {
         child.release()?;
     }
-    let end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup]).await?;
+    let end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None).await?;
     info!("stopping: {end}");
 
     // END runs while the other probes are still attached, as in bpftrace;
@@ -276,6 +276,7 @@ pub enum End {
     Exit,
     ChildExited,
     OutputClosed,
+    CountReached,
 }
 
 impl std::fmt::Display for End {
@@ -285,6 +286,7 @@ impl std::fmt::Display for End {
             End::Exit => f.write_str("the script called exit()"),
             End::ChildExited => f.write_str("the -c command exited"),
             End::OutputClosed => f.write_str("the output was closed"),
+            End::CountReached => f.write_str("the --count limit was reached"),
         }
     }
 }
@@ -294,6 +296,8 @@ impl std::fmt::Display for End {
 pub struct Output {
     writer: Box<dyn Write>,
     line: String,
+    /// Records printed so far.
+    pub printed: u64,
 }
 
 impl Output {
@@ -304,13 +308,13 @@ impl Output {
             })?)),
             None => Box::new(io::BufWriter::new(io::stdout())),
         };
-        Ok(Output { writer, line: String::with_capacity(256) })
+        Ok(Output { writer, line: String::with_capacity(256), printed: 0 })
     }
 }
 
 /// Prints every record now in the ring buffer. Returns `Some` when a
-/// record or the output ends the run.
-fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) -> Option<End> {
+/// record, the output or the record limit ends the run.
+fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, limit: Option<u64>) -> Option<End> {
     let mut end = None;
     while let Some(item) = loaded.events.next() {
         output.line.clear();
@@ -318,6 +322,10 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) 
             Record::Text => {
                 if output.writer.write_all(output.line.as_bytes()).is_err() {
                     return Some(End::OutputClosed);
+                }
+                output.printed += 1;
+                if limit.is_some_and(|limit| output.printed >= limit) {
+                    end = Some(End::CountReached);
                 }
             }
             Record::Exit => end = Some(End::Exit),
@@ -333,20 +341,23 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) 
     end
 }
 
-fn drain(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) {
-    while let Some(end) = print_records(loaded, compiled, output) {
+pub(crate) fn drain(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) {
+    while let Some(end) = print_records(loaded, compiled, output, None) {
         if matches!(end, End::OutputClosed) {
             break;
         }
     }
 }
 
-async fn stream(
+/// Prints records until a signal, `exit()`, the end of the `-c` command,
+/// a closed output, or `limit` printed records ends the run.
+pub(crate) async fn stream(
     loaded: &mut Loaded,
     compiled: &Compiled,
     output: &mut Output,
     mut child: Option<&mut HeldChild>,
     signals: [&mut tokio::signal::unix::Signal; 3],
+    limit: Option<u64>,
 ) -> Result<End, CliError> {
     let [interrupt, terminate, hangup] = signals;
     // SAFETY: the ring buffer's descriptor belongs to `loaded`, which
@@ -356,7 +367,7 @@ async fn stream(
         .context("failed to poll the output ring buffer")?;
 
     // BEGIN may already have produced output, or called exit().
-    if let Some(end) = print_records(loaded, compiled, output) {
+    if let Some(end) = print_records(loaded, compiled, output, limit) {
         return Ok(end);
     }
     loop {
@@ -375,7 +386,7 @@ async fn stream(
             }
             ready = events.readable() => {
                 let mut guard = ready.context("failed to poll the output ring buffer")?;
-                if let Some(end) = print_records(loaded, compiled, output) {
+                if let Some(end) = print_records(loaded, compiled, output, limit) {
                     return Ok(end);
                 }
                 guard.clear_ready();

@@ -124,6 +124,16 @@ impl Tracer {
     /// Starts `kprobe-attach ARGS` and waits until it reports that it is
     /// tracing, or fails the test with its error output.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_waiting_for(args, "Tracing ")
+    }
+
+    /// Starts `kprobe-attach ARGS` with a script and waits until the script
+    /// runs.
+    pub fn start_script(args: &[&str]) -> Self {
+        Self::start_waiting_for(args, "Running the script")
+    }
+
+    fn start_waiting_for(args: &[&str], ready: &str) -> Self {
         let mut child = kprobe_attach()
             .args(args)
             .stdin(Stdio::null())
@@ -152,7 +162,7 @@ impl Tracer {
             stderr_lines: receiver,
             stderr_seen: Vec::new(),
         };
-        tracer.wait_for_stderr("Tracing ");
+        tracer.wait_for_stderr(ready);
         tracer
     }
 
