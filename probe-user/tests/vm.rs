@@ -78,7 +78,7 @@ fn count_prints_real_calls(mechanism: &str) {
     let _ = opener.wait();
 
     assert_eq!(code, Some(0), "stderr: {stderr}");
-    assert!(stderr.contains(&format!("with {mechanism}")), "{stderr}");
+    assert!(stderr.contains(&format!("with {mechanism}.")), "{stderr}");
     assert!(stderr.contains("5 calls traced"), "{stderr}");
     let lines = event_lines(&stdout);
     assert_eq!(lines.len(), 5, "stdout:\n{stdout}");

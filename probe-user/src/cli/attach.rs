@@ -20,7 +20,7 @@ use crate::{
     format::CallFormatter,
     kallsyms::Kallsyms,
     kernel, suggest,
-    tracer::{self, AttachError, Attached, DEFAULT_BUFFER_SIZE, MechanismChoice, TraceRequest},
+    tracer::{self, AttachError, Attached, DEFAULT_BUFFER_SIZE, Mechanism, MechanismChoice, TraceRequest},
 };
 
 /// Options of the attach command.
@@ -152,11 +152,16 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
         )),
         other => CliError::runtime(other.to_string()),
     })?;
+    let mechanism = match (attached.mechanism, args.return_probe) {
+        (Mechanism::Fentry, false) => "fentry",
+        (Mechanism::Fentry, true) => "fexit",
+        (Mechanism::Kprobe, false) => "kprobe",
+        (Mechanism::Kprobe, true) => "kretprobe",
+    };
     eprintln!(
-        "Tracing {} of {} with {}. Ctrl-C to end.",
+        "Tracing {} of {} with {mechanism}. Ctrl-C to end.",
         if args.return_probe { "returns" } else { "calls" },
         args.function,
-        attached.mechanism
     );
 
     let mut seen: u64 = 0;
