@@ -126,6 +126,10 @@ pub fn init_script(env: &[(String, String)], command: &[String]) -> Result<Strin
          mount_fs securityfs /sys/kernel/security\n\
          hostname -F /etc/hostname\n\
          ip link set lo up || echo 'init: bringing lo up failed' >&2\n\
+         # Background activity, as a real system's daemons make: a process\n\
+         # that opens a file twice a second, so that probes on common\n\
+         # kernel paths such as do_sys_openat2 see calls.\n\
+         (while true; do cat /proc/loadavg >/dev/null; sleep 0.5; done) &\n\
          \n",
     );
     for (key, value) in env {
