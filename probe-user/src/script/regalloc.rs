@@ -150,11 +150,21 @@ impl RegSet {
         }
     }
     fn iter(&self) -> impl Iterator<Item = VReg> + '_ {
-        self.0.iter().enumerate().flat_map(|(word_index, word)| {
-            (0..64)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| VReg((word_index * 64 + bit) as u32))
-        })
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, word)| **word != 0)
+            .flat_map(|(word_index, &word)| {
+                let mut bits = word;
+                std::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    Some(VReg(word_index as u32 * 64 + bit))
+                })
+            })
     }
     fn first(&self) -> Option<VReg> {
         self.iter().next()

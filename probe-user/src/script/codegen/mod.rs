@@ -111,6 +111,12 @@ enum Variable {
     Str { slot: Slot, len: u32 },
 }
 
+/// The most IR instructions one probe may expand to. Real scripts stay
+/// far below it; the limit stops nested `unroll` blocks from making the
+/// compiler spend minutes and gigabytes on a program the kernel would
+/// refuse anyway.
+const MAX_INSTRUCTIONS: usize = 65_536;
+
 /// Marks a construct that already produced an error diagnostic.
 #[derive(Debug)]
 pub(crate) struct Reported;
@@ -137,6 +143,8 @@ pub(crate) struct Codegen<'a> {
     loops: Vec<(Label, Label)>,
     /// The program's end, where it returns 0.
     done: Label,
+    /// Whether the size limit was already reported.
+    too_large: bool,
 }
 
 /// Translates one probe body, with its optional predicate, to IR.
@@ -172,6 +180,7 @@ pub fn generate(
         read_buffer,
         loops: Vec::new(),
         done,
+        too_large: false,
     };
 
     let is_begin_or_end = matches!(
@@ -254,6 +263,19 @@ impl Codegen<'_> {
 
     fn statement(&mut self, statement: &Statement) -> Result<()> {
         self.set_line(statement.span);
+        if self.f.insts.len() > MAX_INSTRUCTIONS {
+            if !self.too_large {
+                self.too_large = true;
+                return Err(self.error(
+                    Diagnostic::error(
+                        statement.span,
+                        format!("the probe expands to more than {MAX_INSTRUCTIONS} instructions"),
+                    )
+                    .with_hint("use smaller `unroll` counts or fewer nested `unroll` blocks"),
+                ));
+            }
+            return Err(Reported);
+        }
         match &statement.kind {
             StatementKind::Expr(expr) => {
                 self.expr(expr)?;
