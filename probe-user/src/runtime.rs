@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint,
@@ -54,7 +54,13 @@ pub struct Loaded {
 /// On failure nothing stays loaded: everything belongs to the returned
 /// value or is dropped before the error returns.
 pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) -> Result<Loaded, RuntimeError> {
+    // Error messages and statistics only. A full instruction trace of a
+    // program that fails late can reach megabytes, and aya verifies the
+    // program again for every larger log buffer it tries, which took 18 s
+    // for a loop that hit the verifier's instruction limit. A failure is
+    // loaded a second time with the trace, to find its script line.
     let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::STATS)
         .load(&compiled.object)
         .map_err(|err| RuntimeError::Object(error_chain(&err)))?;
     let events = ebpf
@@ -71,7 +77,10 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
     let mut end = Vec::new();
     let mut attached = 0;
     for probe in &compiled.probes {
-        load_one(&mut ebpf, probe, &mut btf).map_err(|err| describe_load_error(probe, &err, source, verbose))?;
+        if let Err(err) = load_one(&mut ebpf, probe, &mut btf) {
+            let traced = trace_load_failure(compiled, probe, &err);
+            return Err(describe_load_error(probe, traced.as_ref().unwrap_or(&err), source, verbose));
+        }
         debug!("loaded {} as {}", probe.kind.display_name(), probe.symbol);
         match &probe.kind {
             ProbeKind::Begin => begin.push(probe.symbol.clone()),
@@ -158,6 +167,44 @@ fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<(), ProgramError
     }
 }
 
+/// Loads the object again with the verifier's instruction trace and
+/// returns the failure of `probe` with that longer log. Returns `None`
+/// when the first log explains enough, or the second load does not fail.
+fn trace_load_failure(compiled: &Compiled, probe: &CompiledProbe, err: &ProgramError) -> Option<ProgramError> {
+    let ProgramError::LoadError { io_error, verifier_log } = err else {
+        return None;
+    };
+    let log = verifier_log.to_string();
+    // An empty log means that the kernel rejected the program type itself,
+    // and a program over the instruction limit would take seconds to trace.
+    if log.trim().is_empty() || io_error.raw_os_error() == Some(libc::EPERM) || exceeds_instruction_limit(&log) {
+        return None;
+    }
+    let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+        .load(&compiled.object)
+        .ok()?;
+    load_one(&mut ebpf, probe, &mut None).err()
+}
+
+/// Tells whether the verifier gave up because the program needs more
+/// steps than its limit (1,000,000 instructions for privileged programs).
+fn exceeds_instruction_limit(log: &str) -> bool {
+    log.contains("BPF program is too large")
+        || log.lines().any(|line| {
+            let Some(rest) = line.strip_prefix("processed ") else {
+                return false;
+            };
+            let mut words = rest.split_whitespace();
+            let processed = words.next().and_then(|w| w.parse::<u64>().ok());
+            let limit = rest
+                .split_once("(limit ")
+                .and_then(|(_, tail)| tail.split(')').next())
+                .and_then(|w| w.parse::<u64>().ok());
+            matches!((processed, limit), (Some(processed), Some(limit)) if processed > limit)
+        })
+}
+
 /// Turns a load failure into a message; a verifier rejection names the
 /// script line of the failing instruction.
 fn describe_load_error(probe: &CompiledProbe, err: &ProgramError, source: &Source, verbose: bool) -> RuntimeError {
@@ -165,26 +212,76 @@ fn describe_load_error(probe: &CompiledProbe, err: &ProgramError, source: &Sourc
     match err {
         ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
-            let mut message = format!("the kernel rejected the program for {name} ({io_error})");
+            let too_large = exceeds_instruction_limit(&log);
+            let mut message = format!("the kernel rejected the program for {name}");
+            // ENOSPC only means that the log did not fit in aya's largest
+            // buffer, and E2BIG ("argument list too long") that the program
+            // was too large. The message below explains the latter in words.
+            if io_error.raw_os_error() != Some(libc::ENOSPC) && !too_large {
+                let _ = write!(message, " ({io_error})");
+            }
             if io_error.raw_os_error() == Some(libc::EPERM) && log.trim().is_empty() {
                 message.push_str(&mechanism_refusal_hint(&probe.kind));
                 return RuntimeError::Rejected(message);
             }
-            if let Some(line) = failing_line(&log, probe) {
-                let text = source.line_text(line as usize).trim().to_owned();
-                let _ = write!(message, " at {}:{line}:\n    {text}", source.name());
+            let quote = |line: u32| format!("{}:{line}:\n    {}", source.name(), source.line_text(line as usize).trim());
+            if too_large {
+                message.push_str(
+                    "\nthe verifier checks every iteration of a loop, and this program takes more steps than \
+                     its limit of 1000000 instructions; lower the loop bound or the unroll count",
+                );
+                for line in loop_lines(probe) {
+                    let _ = write!(message, "\nloop at {}", quote(line));
+                }
+            } else if let Some(line) = failing_line(&log, probe) {
+                let _ = write!(message, " at {}", quote(line));
             }
-            let summary: Vec<&str> = log.lines().rev().filter(|l| !l.trim().is_empty()).take(3).collect();
+            let summary = verifier_summary(&log);
             if verbose {
                 let _ = write!(message, "\nverifier log:\n{log}");
             } else if !summary.is_empty() {
-                let summary: Vec<&str> = summary.into_iter().rev().collect();
                 let _ = write!(message, "\nverifier: {}\n(run with -v for the whole verifier log)", summary.join("\n          "));
             }
             RuntimeError::Rejected(message)
         }
         other => RuntimeError::Rejected(format!("failed to load the program for {name}: {}", error_chain(other))),
     }
+}
+
+/// Returns the lines of a verifier log that give the reason for the
+/// rejection: those after the last instruction it printed, without the
+/// statistics.
+fn verifier_summary(log: &str) -> Vec<&str> {
+    let is_statistic = |line: &str| {
+        line.starts_with("verification time")
+            || line.starts_with("stack depth")
+            || line.starts_with("processed ")
+            || line.starts_with("cur state:")
+            || line.starts_with("old state:")
+    };
+    let lines: Vec<&str> = log.lines().map(str::trim_end).filter(|line| !line.trim().is_empty()).collect();
+    let after_trace = lines
+        .iter()
+        .rposition(|line| instruction_index(line).is_some())
+        .map_or(0, |index| index + 1);
+    let summary: Vec<&str> = lines[after_trace..].iter().copied().filter(|line| !is_statistic(line)).take(3).collect();
+    if !summary.is_empty() {
+        return summary;
+    }
+    // Nothing after the trace: the last lines that are not statistics.
+    let mut tail: Vec<&str> = lines.iter().rev().copied().filter(|line| !is_statistic(line)).take(3).collect();
+    tail.reverse();
+    tail
+}
+
+/// Parses the instruction index of a verifier trace line such as
+/// `12: (85) call bpf_ringbuf_reserve#131`.
+fn instruction_index(line: &str) -> Option<usize> {
+    let (number, rest) = line.split_once(':')?;
+    if !rest.trim_start().starts_with('(') {
+        return None;
+    }
+    number.trim().parse().ok()
 }
 
 /// What to tell a user whose kernel refuses a program type outright.
@@ -197,16 +294,33 @@ fn mechanism_refusal_hint(kind: &ProbeKind) -> String {
     }
 }
 
-/// Finds the script line of the last instruction the verifier mentions.
+/// Finds the script line of the instruction the verifier rejected: the one
+/// its message names (`... at insn 4`), or else the last one it traced.
 fn failing_line(log: &str, probe: &CompiledProbe) -> Option<u32> {
-    let index = log.lines().rev().find_map(|line| {
-        let (number, rest) = line.split_once(':')?;
-        if !rest.trim_start().starts_with('(') {
-            return None;
-        }
-        number.trim().parse::<usize>().ok()
-    })?;
+    let named = verifier_summary(log).iter().find_map(|line| {
+        let (_, after) = line.split_once("insn ")?;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<usize>().ok()
+    });
+    let index = named.or_else(|| log.lines().rev().find_map(instruction_index))?;
     probe.code.lines.get(index).copied().filter(|&line| line > 0)
+}
+
+/// Returns the script lines of the program's loops, found by their
+/// backward jumps.
+fn loop_lines(probe: &CompiledProbe) -> Vec<u32> {
+    let mut lines: Vec<u32> = probe
+        .code
+        .insns
+        .iter()
+        .zip(&probe.code.lines)
+        .filter(|(insn, _)| insn.is_jump() && insn.off < 0)
+        .map(|(_, &line)| line)
+        .filter(|&line| line > 0)
+        .collect();
+    lines.sort_unstable();
+    lines.dedup();
+    lines
 }
 
 fn describe_attach_error(kind: &ProbeKind, err: &ProgramError) -> RuntimeError {
@@ -305,5 +419,80 @@ pub fn render_record(outputs: &[OutputSpec], record: &[u8], out: &mut String) ->
             Record::Text
         }
         None => Record::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::{
+        insn::{Insn, JmpOp, Reg},
+        regalloc::Lowered,
+    };
+
+    /// A verifier log as Linux 6.18 wrote it for a `while` loop on script
+    /// line 3 that never ends.
+    const INFINITE_LOOP_LOG: &str = "0: R1=ctx() R10=fp0
+0: (b7) r1 = 0                        ; R1=0
+1: (b7) r2 = 1                        ; R2=1
+2: (bf) r1 = r2                       ; R1=1 R2=1
+3: (b7) r2 = 0                        ; R2=0
+4: (dd) if r1 s<= r2 goto pc+1        ; R1=1 R2=0
+5: (05) goto pc-3
+3: (b7) r2 = 0
+infinite loop detected at insn 4
+cur state: R1=1 R2=0 R10=fp0
+old state: R1=P1 R2=P0 R10=fp0
+verification time 63 usec
+stack depth 0
+processed 11 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 mark_read 0
+";
+
+    fn probe_with_lines(lines: Vec<u32>, insns: Vec<Insn>) -> CompiledProbe {
+        CompiledProbe {
+            symbol: "probe_0_0".into(),
+            kind: ProbeKind::Begin,
+            code: Lowered { insns, lines, ..Lowered::default() },
+        }
+    }
+
+    #[test]
+    fn summary_is_the_message_after_the_trace() {
+        assert_eq!(verifier_summary(INFINITE_LOOP_LOG), ["infinite loop detected at insn 4"]);
+        let log = "0: (85) call bpf_ktime_get_ns#5\nR1 type=scalar expected=fp\nprocessed 3 insns (limit 1000000)\n";
+        assert_eq!(verifier_summary(log), ["R1 type=scalar expected=fp"]);
+        let statistics_only = "unreachable insn 13\nverification time 15 usec\nstack depth 0\n";
+        assert_eq!(verifier_summary(statistics_only), ["unreachable insn 13"]);
+    }
+
+    #[test]
+    fn failing_line_prefers_the_named_instruction() {
+        // Instruction 4 is on line 3; the last traced one, 3, on line 2.
+        let probe = probe_with_lines(vec![1, 2, 2, 2, 3, 3], Vec::new());
+        assert_eq!(failing_line(INFINITE_LOOP_LOG, &probe), Some(3));
+        let log = "0: (b7) r1 = 0\n1: (85) call 5\nsomething failed\n";
+        assert_eq!(failing_line(log, &probe), Some(2));
+    }
+
+    #[test]
+    fn instruction_limit_is_recognized() {
+        let log = "BPF program is too large. Processed 1000001 insn\n\
+                   processed 1000001 insns (limit 1000000) max_states_per_insn 4 total_states 16668\n";
+        assert!(exceeds_instruction_limit(log));
+        assert!(exceeds_instruction_limit("processed 1000001 insns (limit 1000000) max_states_per_insn 4\n"));
+        assert!(!exceeds_instruction_limit(INFINITE_LOOP_LOG));
+    }
+
+    #[test]
+    fn loops_are_found_by_backward_jumps() {
+        let insns = vec![
+            Insn::mov64_imm(Reg::R1, 0),
+            Insn::jmp_imm(JmpOp::Gt, Reg::R1, 9, 2),
+            Insn::alu64_imm(crate::script::insn::AluOp::Add, Reg::R1, 1),
+            Insn::ja(-3),
+            Insn::exit(),
+        ];
+        let probe = probe_with_lines(vec![1, 2, 3, 2, 4], insns);
+        assert_eq!(loop_lines(&probe), [2]);
     }
 }
