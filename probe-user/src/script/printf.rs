@@ -179,6 +179,10 @@ fn render_one(conversion: &Conversion, arg: &Arg, out: &mut String) {
 }
 
 fn write_integer(conversion: &Conversion, kind: char, raw: u64, size: u32, out: &mut String) {
+    if kind == 'p' && raw == 0 {
+        // glibc prints a null pointer this way, and so does bpftrace.
+        return pad(conversion, "(nil)", false, out);
+    }
     let bits = size.clamp(1, 8) * 8;
     let unsigned = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
     let (negative, magnitude) = match kind {
@@ -282,6 +286,8 @@ mod tests {
             ("%lu", int(-1, 8, true), "18446744073709551615"),
             ("%c", int(65, 1, false), "A"),
             ("%p", int(0x1234, 8, false), "0x1234"),
+            ("%p", int(0, 8, false), "(nil)"),
+            ("%7p|", int(0, 8, false), "  (nil)|"),
             ("%s", Arg::Str("bash".into()), "bash"),
             ("%8s|", Arg::Str("bash".into()), "    bash|"),
             ("%-8s|", Arg::Str("bash".into()), "bash    |"),
