@@ -27,7 +27,9 @@ pub fn close_matches<'a>(
         if candidate.len().abs_diff(wanted.len()) > max_distance {
             continue;
         }
-        let distance = strsim::levenshtein(wanted, candidate);
+        // Optimal string alignment counts a swap of two neighbours, the
+        // most common typo (`pdi` for `pid`), as one edit.
+        let distance = strsim::osa_distance(wanted, candidate);
         if distance <= max_distance {
             near.push((distance, candidate));
         }
@@ -63,6 +65,12 @@ mod tests {
     fn typo_is_suggested_first() {
         let matches = close_matches("do_sys_opneat2", NAMES.iter().copied(), 3);
         assert_eq!(matches.first().map(String::as_str), Some("do_sys_openat2"));
+    }
+
+    #[test]
+    fn swapped_letters_count_as_one_edit() {
+        let matches = close_matches("pdi", ["pid", "tid", "cpid", "comm"], 3);
+        assert_eq!(matches.first().map(String::as_str), Some("pid"), "{matches:?}");
     }
 
     #[test]
