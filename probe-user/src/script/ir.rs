@@ -260,6 +260,10 @@ pub struct Function {
     label_count: u32,
     /// Line given to instructions emitted from now on.
     current_line: u32,
+    /// Temporary slots handed out and not released yet, oldest first.
+    temporaries: Vec<Slot>,
+    /// Released temporary slots, which later requests reuse.
+    free_slots: Vec<Slot>,
 }
 
 impl Function {
@@ -277,10 +281,59 @@ impl Function {
         Label(self.label_count - 1)
     }
 
-    /// Allocates a stack object of `size` bytes, aligned to 8.
+    /// Allocates a temporary stack object of at least `size` bytes,
+    /// aligned to 8. It may share its memory with temporaries released
+    /// before by [`Function::release_temporaries`].
     pub fn slot(&mut self, size: u32) -> Slot {
+        // The smallest free slot that is large enough; failing that, the
+        // largest one, grown to `size`.
+        let fitting = self
+            .free_slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| self.slots[slot.0 as usize].size >= size)
+            .min_by_key(|(_, slot)| self.slots[slot.0 as usize].size)
+            .or_else(|| {
+                self.free_slots
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, slot)| self.slots[slot.0 as usize].size)
+            })
+            .map(|(index, _)| index);
+        let slot = match fitting {
+            Some(index) => {
+                let slot = self.free_slots.swap_remove(index);
+                let layout = &mut self.slots[slot.0 as usize];
+                layout.size = layout.size.max(size);
+                slot
+            }
+            None => self.permanent_slot(size),
+        };
+        self.temporaries.push(slot);
+        slot
+    }
+
+    /// Allocates a stack object of `size` bytes, aligned to 8, that no
+    /// other object ever shares: for values that live across statements.
+    pub fn permanent_slot(&mut self, size: u32) -> Slot {
         self.slots.push(SlotLayout { size, align: 8 });
         Slot(self.slots.len() as u32 - 1)
+    }
+
+    /// Marks the current set of temporaries, for
+    /// [`Function::release_temporaries`].
+    pub fn temporaries_mark(&self) -> usize {
+        self.temporaries.len()
+    }
+
+    /// Releases the temporaries allocated since `mark`, so that later
+    /// temporaries reuse their memory. The caller guarantees that no
+    /// instruction emitted from now on reads what they hold.
+    pub fn release_temporaries(&mut self, mark: usize) {
+        if mark < self.temporaries.len() {
+            let released = self.temporaries.split_off(mark);
+            self.free_slots.extend(released);
+        }
     }
 
     pub fn vreg_count(&self) -> u32 {
@@ -316,6 +369,43 @@ impl Function {
         let dst = self.vreg();
         self.mov_const(dst, value);
         dst
+    }
+
+    /// Removes the instructions that no path from the start reaches, such
+    /// as code after a `break` or a comparison that is false at compile
+    /// time. The kernel's verifier rejects a program with unreachable
+    /// instructions.
+    pub fn remove_unreachable(&mut self) {
+        let labels: std::collections::HashMap<u32, usize> = self
+            .insts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, inst)| match inst {
+                Inst::Label(label) => Some((label.0, index)),
+                _ => None,
+            })
+            .collect();
+        let mut reachable = vec![false; self.insts.len()];
+        let mut pending = vec![0];
+        while let Some(index) = pending.pop() {
+            if index >= self.insts.len() || reachable[index] {
+                continue;
+            }
+            reachable[index] = true;
+            match &self.insts[index] {
+                Inst::Jump { target } => pending.extend(labels.get(&target.0)),
+                Inst::Branch { target, .. } => {
+                    pending.extend(labels.get(&target.0));
+                    pending.push(index + 1);
+                }
+                Inst::Exit { .. } => {}
+                _ => pending.push(index + 1),
+            }
+        }
+        let mut keep = reachable.iter();
+        self.insts.retain(|_| *keep.next().unwrap_or(&false));
+        let mut keep = reachable.iter();
+        self.lines.retain(|_| *keep.next().unwrap_or(&false));
     }
 
     /// A listing of the IR, one instruction per line.
@@ -365,6 +455,46 @@ mod tests {
         let large = f.constant(1 << 40);
         assert_eq!(f.insts[0], Inst::Mov { dst: small, src: Value::Imm(-5) });
         assert_eq!(f.insts[1], Inst::Imm64 { dst: large, value: 1 << 40 });
+    }
+
+    #[test]
+    fn released_temporaries_are_reused() {
+        let mut f = Function::new();
+        let permanent = f.permanent_slot(8);
+        let mark = f.temporaries_mark();
+        let first = f.slot(64);
+        let second = f.slot(16);
+        f.release_temporaries(mark);
+        assert_eq!(f.slot(16), second, "the smallest slot that fits");
+        assert_eq!(f.slot(100), first, "the largest free slot, grown");
+        assert_eq!(f.slots[first.0 as usize].size, 100);
+        let third = f.slot(8);
+        assert!(third != permanent && third != first && third != second, "nothing is free: {third:?}");
+        assert_eq!(f.slots.len(), 4);
+    }
+
+    #[test]
+    fn unreachable_code_is_removed() {
+        let mut f = Function::new();
+        let a = f.constant(1);
+        let top = f.label();
+        let end = f.label();
+        f.push(Inst::Label(top));
+        f.push(Inst::Branch { op: JmpOp::Eq, lhs: a, rhs: Value::Imm(0), target: end });
+        f.push(Inst::Jump { target: end });
+        // After an unconditional jump, up to the next label that a
+        // reachable jump names.
+        f.push(Inst::Mov { dst: a, src: Value::Imm(2) });
+        f.push(Inst::Jump { target: top });
+        f.push(Inst::Label(end));
+        f.push(Inst::Exit { value: Value::Imm(0) });
+        f.push(Inst::Mov { dst: a, src: Value::Imm(3) });
+        f.remove_unreachable();
+        assert_eq!(
+            f.listing(),
+            "    %0 = 1\nL0:\n    if %0 Eq 0 goto L1\n    goto L1\nL1:\n    exit 0\n"
+        );
+        assert_eq!(f.lines.len(), f.insts.len());
     }
 
     #[test]

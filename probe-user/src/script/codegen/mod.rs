@@ -160,7 +160,7 @@ pub fn generate(
 ) -> Option<Function> {
     let mut f = Function::new();
     let ctx = f.vreg();
-    let read_buffer = f.slot(8);
+    let read_buffer = f.permanent_slot(8);
     let done = f.label();
     f.push(Inst::LoadCtx { dst: ctx });
     let prologue_end = f.insts.len();
@@ -192,7 +192,9 @@ pub fn generate(
     }
     if let Some(predicate) = predicate {
         codegen.set_line(predicate.span);
+        let mark = codegen.f.temporaries_mark();
         let _ = codegen.condition(predicate, done);
+        codegen.f.release_temporaries(mark);
     }
     codegen.block(body);
 
@@ -215,6 +217,7 @@ pub fn generate(
         f.insts.insert(prologue_end + i, inst);
         f.lines.insert(prologue_end + i, line);
     }
+    f.remove_unreachable();
     Some(f)
 }
 
@@ -261,7 +264,16 @@ impl Codegen<'_> {
         }
     }
 
+    /// Translates one statement. The stack slots of its intermediate
+    /// values are free for the statements after it.
     fn statement(&mut self, statement: &Statement) -> Result<()> {
+        let mark = self.f.temporaries_mark();
+        let result = self.statement_kind(statement);
+        self.f.release_temporaries(mark);
+        result
+    }
+
+    fn statement_kind(&mut self, statement: &Statement) -> Result<()> {
         self.set_line(statement.span);
         if self.f.insts.len() > MAX_INSTRUCTIONS {
             if !self.too_large {
@@ -342,6 +354,9 @@ impl Codegen<'_> {
                 self.loops.push((top, end));
                 self.block(body);
                 self.loops.pop();
+                // The jump back carries the loop's line, which messages
+                // about loops name.
+                self.set_line(statement.span);
                 self.f.push(Inst::Jump { target: top });
                 self.f.push(Inst::Label(end));
                 Ok(())
@@ -432,7 +447,7 @@ impl Codegen<'_> {
             }
             (None, value @ (Val::Str { .. } | Val::Lit(_) | Val::Mem { .. })) => {
                 let (source, len) = self.string_value(value, span)?;
-                let slot = self.f.slot(len);
+                let slot = self.f.permanent_slot(len);
                 for offset in (0..len).step_by(8) {
                     self.variable_inits.push(Inst::StoreStack {
                         size: Size::DW,

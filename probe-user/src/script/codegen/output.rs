@@ -15,7 +15,7 @@ use crate::{
         ast::{Expr, ExprKind, Name},
         diagnostic::Diagnostic,
         insn::{AluOp, JmpOp, Size},
-        ir::{Inst, Slot, VReg, Value},
+        ir::{Inst, Label, Slot, VReg, Value},
         printf::{self, Arg, Conversion, Segment},
         span::Span,
     },
@@ -100,8 +100,9 @@ impl Codegen<'_> {
                 if !args.is_empty() {
                     return Err(self.error(Diagnostic::error(span, "exit() takes no arguments")));
                 }
+                let record = self.reserve_record();
                 let index = self.add_output(OutputSpec::Exit);
-                self.emit_record(index, RECORD_HEADER, Vec::new());
+                self.submit_record(record, index, RECORD_HEADER);
                 Ok(Val::Void)
             }
             "str" => self.str_call(args, span),
@@ -162,18 +163,27 @@ impl Codegen<'_> {
             )));
         }
 
-        let mut parts = Vec::with_capacity(values.len());
+        // The record is reserved first and each argument goes into it as
+        // soon as it is computed, so that the stack contains one argument's
+        // strings at a time. When the ring buffer is full, the arguments
+        // are not computed at all.
+        let record = self.reserve_record();
+        let mut specs = Vec::with_capacity(values.len());
+        let mut offset = RECORD_HEADER;
         let mut failed = false;
         for (conversion, value_expr) in conversions.iter().zip(values) {
+            let mark = self.f.temporaries_mark();
             match self.printf_part(conversion, value_expr) {
-                Ok(part) => parts.push(part),
+                Ok(part) => specs.push(self.write_part(&record, &mut offset, part)),
                 Err(_) => failed = true,
             }
+            self.f.release_temporaries(mark);
         }
         if failed {
             return Err(super::Reported);
         }
-        self.send_printf(segments, parts);
+        let index = self.add_output(OutputSpec::Printf { segments, args: specs });
+        self.submit_record(record, index, offset);
         Ok(Val::Void)
     }
 
@@ -235,62 +245,66 @@ impl Codegen<'_> {
             Segment::Conversion(Conversion { kind, ..Conversion::default() }),
             Segment::Literal("\n".into()),
         ];
-        self.send_printf(segments, vec![part]);
+        let record = self.reserve_record();
+        let mut offset = RECORD_HEADER;
+        let spec = self.write_part(&record, &mut offset, part);
+        let index = self.add_output(OutputSpec::Printf { segments, args: vec![spec] });
+        self.submit_record(record, index, offset);
         Ok(Val::Void)
     }
 
-    fn send_printf(&mut self, segments: Vec<Segment>, parts: Vec<Part>) {
-        let mut specs = Vec::with_capacity(parts.len());
-        let mut offset = RECORD_HEADER;
-        let mut placed = Vec::with_capacity(parts.len());
-        for part in parts {
-            match part {
-                Part::Int(reg, ty) => {
-                    specs.push(ArgSpec::Int { offset, ty });
-                    placed.push((offset, Part::Int(reg, ty)));
-                    offset += 8;
-                }
-                Part::Str(slot, len) => {
-                    specs.push(ArgSpec::Str { offset, len });
-                    placed.push((offset, Part::Str(slot, len)));
-                    offset += len.div_ceil(8) * 8;
-                }
-                Part::Const(arg) => specs.push(ArgSpec::Const(arg)),
-            }
-        }
-        let index = self.add_output(OutputSpec::Printf { segments, args: specs });
-        self.emit_record(index, offset, placed);
-    }
-
-    /// Reserves a record, writes the header and the parts, and submits it;
-    /// a full ring buffer counts the record as lost instead.
-    fn emit_record(&mut self, index: u32, size: u32, parts: Vec<(u32, Part)>) {
+    /// Reserves a record in the events ring buffer and jumps to the end of
+    /// the record's code when the buffer is full. The record's size is
+    /// filled in by [`Codegen::submit_record`], once every part is placed.
+    fn reserve_record(&mut self) -> Reservation {
         let map = self.f.vreg();
         self.f.push(Inst::LoadMap { dst: map, map: EVENTS_MAP });
-        let record = self.f.vreg();
+        let pointer = self.f.vreg();
+        let call = self.f.insts.len();
         self.f.push(Inst::Call {
             helper: helper::RINGBUF_RESERVE,
-            args: vec![map.into(), Value::Imm(size as i32), Value::Imm(0)],
-            ret: Some(record),
+            args: vec![map.into(), Value::Imm(0), Value::Imm(0)],
+            ret: Some(pointer),
         });
         let full = self.f.label();
-        let end = self.f.label();
-        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: record, rhs: Value::Imm(0), target: full });
-        self.f.push(Inst::Store { size: Size::W, base: record, off: 0, src: Value::Imm(index as i32) });
-        self.f.push(Inst::Store { size: Size::W, base: record, off: 4, src: Value::Imm(0) });
-        for (offset, part) in parts {
-            match part {
-                Part::Int(reg, _) => {
-                    self.f.push(Inst::Store { size: Size::DW, base: record, off: offset as i16, src: reg.into() });
-                }
-                Part::Str(slot, len) => self.store_string(record, offset, slot, len),
-                Part::Const(_) => {}
+        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: pointer, rhs: Value::Imm(0), target: full });
+        Reservation { pointer, call, full }
+    }
+
+    /// Writes one part into the record at `offset`, moves `offset` past it,
+    /// and returns where the renderer finds it.
+    fn write_part(&mut self, record: &Reservation, offset: &mut u32, part: Part) -> ArgSpec {
+        match part {
+            Part::Int(reg, ty) => {
+                self.f.push(Inst::Store { size: Size::DW, base: record.pointer, off: *offset as i16, src: reg.into() });
+                let spec = ArgSpec::Int { offset: *offset, ty };
+                *offset += 8;
+                spec
             }
+            Part::Str(slot, len) => {
+                self.store_string(record.pointer, *offset, slot, len);
+                let spec = ArgSpec::Str { offset: *offset, len };
+                *offset += len.div_ceil(8) * 8;
+                spec
+            }
+            Part::Const(arg) => ArgSpec::Const(arg),
         }
-        self.f.push(Inst::Call { helper: helper::RINGBUF_SUBMIT, args: vec![record.into(), Value::Imm(0)], ret: None });
+    }
+
+    /// Sets the reserved size to `size`, writes the header of output
+    /// `index` and submits the record. When the ring buffer was full, it
+    /// counts the record as lost instead.
+    fn submit_record(&mut self, record: Reservation, index: u32, size: u32) {
+        if let Inst::Call { args, .. } = &mut self.f.insts[record.call] {
+            args[1] = Value::Imm(size as i32);
+        }
+        let end = self.f.label();
+        self.f.push(Inst::Store { size: Size::W, base: record.pointer, off: 0, src: Value::Imm(index as i32) });
+        self.f.push(Inst::Store { size: Size::W, base: record.pointer, off: 4, src: Value::Imm(0) });
+        self.f.push(Inst::Call { helper: helper::RINGBUF_SUBMIT, args: vec![record.pointer.into(), Value::Imm(0)], ret: None });
         self.f.push(Inst::Jump { target: end });
 
-        self.f.push(Inst::Label(full));
+        self.f.push(Inst::Label(record.full));
         let key = self.f.slot(4);
         self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: Value::Imm(0) });
         let key_address = self.f.vreg();
@@ -310,6 +324,16 @@ impl Codegen<'_> {
         self.f.push(Inst::Store { size: Size::DW, base: counter, off: 0, src: value.into() });
         self.f.push(Inst::Label(end));
     }
+}
+
+/// A ring buffer record being written.
+struct Reservation {
+    /// The record's address, 0 when the buffer was full.
+    pointer: VReg,
+    /// Index of the reserve call, whose size argument is set last.
+    call: usize,
+    /// Start of the code that runs when the buffer is full.
+    full: Label,
 }
 
 #[cfg(test)]

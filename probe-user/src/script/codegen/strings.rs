@@ -182,12 +182,8 @@ impl Codegen<'_> {
                 }
                 Ok(())
             }
-            (Val::Lit(literal), other) | (other, Val::Lit(literal)) => {
-                let span = if matches!(other, Val::Str { .. }) { left_span } else { right_span };
-                let (slot, len) = self.string_value(other, span)?;
-                self.compare_with_literal(slot, len, &literal, mismatch);
-                Ok(())
-            }
+            (Val::Lit(literal), other) => self.equal_to_literal(other, right_span, &literal, left_span, mismatch),
+            (other, Val::Lit(literal)) => self.equal_to_literal(other, left_span, &literal, right_span, mismatch),
             (left, right) => {
                 let (a, a_len) = self.string_value(left, left_span)?;
                 let (b, b_len) = self.string_value(right, right_span)?;
@@ -206,8 +202,34 @@ impl Codegen<'_> {
         }
     }
 
+    /// Jumps to `mismatch` unless the string `value` equals `literal`. A
+    /// literal that the value's buffer cannot hold makes the comparison
+    /// false at compile time, with a warning.
+    fn equal_to_literal(&mut self, value: Val, span: Span, literal: &[u8], literal_span: Span, mismatch: Label) -> Result<()> {
+        let (slot, len) = self.string_value(value, span)?;
+        // Every string buffer ends with a NUL, so it contains at most
+        // `len - 1` characters.
+        if literal.len() as u32 >= len {
+            let text = self.source.slice(span).to_owned();
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    literal_span,
+                    format!(
+                        "`{text}` has at most {} characters, so it never equals this {}-character string",
+                        len - 1,
+                        literal.len()
+                    ),
+                ),
+            );
+            self.f.push(Inst::Jump { target: mismatch });
+            return Ok(());
+        }
+        self.compare_with_literal(slot, len, literal, mismatch);
+        Ok(())
+    }
+
     /// Compares a stack string with a literal, up to and including the
-    /// literal's NUL when the buffer is long enough to hold it.
+    /// literal's NUL.
     fn compare_with_literal(&mut self, slot: Slot, len: u32, literal: &[u8], mismatch: Label) {
         let compared = (literal.len() as u32 + 1).min(len);
         let mut expected = literal.to_vec();
@@ -220,10 +242,6 @@ impl Codegen<'_> {
             self.f.push(Inst::LoadStack { size, dst: value, slot, off: offset as i16 });
             let constant = self.f.constant(i64::from_le_bytes(raw));
             self.f.push(Inst::Branch { op: JmpOp::Ne, lhs: value, rhs: constant.into(), target: mismatch });
-        }
-        // A literal longer than the buffer can never be equal to it.
-        if literal.len() as u32 > len {
-            self.f.push(Inst::Jump { target: mismatch });
         }
     }
 
