@@ -8,7 +8,7 @@ use crate::{
         ast::{BinaryOp, Expr, ExprKind, IncrementOp, Name, TypeKind, UnaryOp},
         diagnostic::Diagnostic,
         insn::{AluOp, JmpOp, Size},
-        ir::{Inst, Label, VReg, Value},
+        ir::{Inst, Label, Slot, VReg, Value},
         probes::{ArgSource, ProbeKind},
         span::Span,
     },
@@ -707,7 +707,7 @@ impl Codegen<'_> {
         }
         let (l, lty) = self.as_int(left, left_span)?;
         let (r, rty) = self.as_int(right_value, right.span)?;
-        let signed = lty.signed && rty.signed;
+        let signed = common_signedness(lty, rty);
         let jump_if_false = match (op, signed) {
             (BinaryOp::Eq, _) => JmpOp::Ne,
             (BinaryOp::Ne, _) => JmpOp::Eq,
@@ -752,7 +752,7 @@ impl Codegen<'_> {
         };
         let (l, lty) = self.as_int(left, left_span)?;
         let (r, rty) = self.int_expr(right)?;
-        let signed = lty.signed || rty.signed;
+        let signed = common_signedness(lty, rty);
         let result = self.copy(l);
         let mut right_operand = r;
         if let Some((pointee, _)) = pointer {
@@ -783,11 +783,36 @@ impl Codegen<'_> {
             BinaryOp::Div | BinaryOp::Mod => self.divide(op, result, r, signed),
             _ => unreachable!("comparisons and logical operators are handled above"),
         }
+        if matches!(op, BinaryOp::Shl | BinaryOp::Shr) {
+            let small_literal = matches!(&right.kind, ExprKind::Integer(literal) if literal.value < 64);
+            if !small_literal {
+                self.clamp_shift(result, r, op == BinaryOp::Shr && lty.signed);
+            }
+            // A shift has the type of its left operand.
+            return Ok(Val::Int { reg: result, ty: IntTy { bytes: 8, signed: lty.signed } });
+        }
         if let Some((pointee, user)) = pointer {
             return Ok(Val::Ptr { reg: result, pointee, user });
         }
         let ty = IntTy { bytes: 8, signed };
         Ok(Val::Int { reg: result, ty })
+    }
+
+    /// Fixes `result`, a 64-bit shift by `amount`, for amounts of 64 or
+    /// more (negative ones included): the machine shifts by the amount
+    /// modulo 64, but a shift that moves every bit out gives 0, or -1 for
+    /// an arithmetic right shift of a negative value.
+    fn clamp_shift(&mut self, result: VReg, amount: VReg, arithmetic: bool) {
+        let in_range = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Le, lhs: amount, rhs: Value::Imm(63), target: in_range });
+        if arithmetic {
+            // The machine's shift kept the sign bit, so shifting by 63
+            // more gives 0 or -1.
+            self.f.push(Inst::Alu { op: AluOp::Arsh, dst: result, src: Value::Imm(63), wide: true });
+        } else {
+            self.f.push(Inst::Mov { dst: result, src: Value::Imm(0) });
+        }
+        self.f.push(Inst::Label(in_range));
     }
 
     /// `result = result / divisor` or `%`, giving 0 when the divisor is 0
@@ -835,6 +860,9 @@ impl Codegen<'_> {
         self.f.push(Inst::Mov { dst: result, src: Value::Imm(0) });
         self.condition(condition, else_label)?;
         let then_value = self.expr(then_expr)?;
+        if matches!(then_value, Val::Str { .. } | Val::Lit(_)) {
+            return self.string_ternary(then_value, then_expr, else_expr, else_label, end);
+        }
         let then_kind = self.ternary_arm(then_value, result, then_expr.span)?;
         self.f.push(Inst::Jump { target: end });
         self.f.push(Inst::Label(else_label));
@@ -842,7 +870,7 @@ impl Codegen<'_> {
         let else_kind = self.ternary_arm(else_value, result, else_expr.span)?;
         self.f.push(Inst::Label(end));
         match (then_kind, else_kind) {
-            (Ok(a), Ok(b)) => Ok(Val::Int { reg: result, ty: IntTy { bytes: 8, signed: a.signed || b.signed } }),
+            (Ok(a), Ok(b)) => Ok(Val::Int { reg: result, ty: IntTy { bytes: 8, signed: common_signedness(a, b) } }),
             (Err((pointee, user)), Err(_)) => Ok(Val::Ptr { reg: result, pointee, user }),
             _ => Err(self.error(Diagnostic::error(span, "both arms of `?:` must be integers, or both pointers"))),
         }
@@ -863,9 +891,60 @@ impl Codegen<'_> {
             other => {
                 let description = self.describe(&other);
                 Err(self.error(Diagnostic::error(span, format!("`?:` arms must be integers or pointers, found {description}"))
-                    .with_hint("string results of `?:` are not supported yet")))
+                    .with_hint("both arms of `?:` must be integers, both pointers or both strings")))
             }
         }
+    }
+
+    /// Finishes a `?:` whose first arm is the string `then_value`, with the
+    /// code of the condition already emitted: both arms copy their string
+    /// into one zeroed buffer.
+    fn string_ternary(&mut self, then_value: Val, then_expr: &Expr, else_expr: &Expr, else_label: Label, end: Label) -> Result<Val> {
+        let len = self.static_string_len(then_expr).max(self.static_string_len(else_expr));
+        let result = self.f.slot(len);
+        let (slot, slot_len) = self.string_value(then_value, then_expr.span)?;
+        self.fill_string(result, len, slot, slot_len);
+        self.f.push(Inst::Jump { target: end });
+
+        self.f.push(Inst::Label(else_label));
+        let else_value = self.expr(else_expr)?;
+        if !matches!(else_value, Val::Str { .. } | Val::Lit(_) | Val::Mem { .. }) {
+            let description = self.describe(&else_value);
+            return Err(self.error(Diagnostic::error(
+                else_expr.span,
+                format!("the first arm of `?:` is a string, so the second must be one too, not {description}"),
+            )));
+        }
+        let (slot, slot_len) = self.string_value(else_value, else_expr.span)?;
+        self.fill_string(result, len, slot, slot_len);
+        self.f.push(Inst::Label(end));
+        Ok(Val::Str { slot: result, len })
+    }
+
+    /// Returns the buffer size, NUL included, for the string that `expr`
+    /// yields, as far as the syntax tells: a literal's or a variable's own
+    /// size, and `str()`'s maximum for everything else.
+    fn static_string_len(&self, expr: &Expr) -> u32 {
+        match &expr.kind {
+            ExprKind::String(bytes) => bytes.len() as u32 + 1,
+            ExprKind::Variable(name) => match self.variables.get(name) {
+                Some(Variable::Str { len, .. }) => *len,
+                _ => self.options.max_strlen,
+            },
+            ExprKind::Ternary { then_expr, else_expr, .. } => {
+                self.static_string_len(then_expr).max(self.static_string_len(else_expr))
+            }
+            _ => self.options.max_strlen,
+        }
+    }
+
+    /// Zeroes `target` and copies the string in `source` into it, so that
+    /// every byte of `target` is written on this path.
+    fn fill_string(&mut self, target: Slot, target_len: u32, source: Slot, source_len: u32) {
+        for offset in (0..target_len).step_by(8) {
+            self.f.push(Inst::StoreStack { size: Size::DW, slot: target, off: offset as i16, src: Value::Imm(0) });
+        }
+        self.copy_string(source, source_len, target, target_len);
     }
 
     fn cast(&mut self, ty: &TypeKind, ty_span: Span, operand: &Expr) -> Result<Val> {
@@ -931,6 +1010,19 @@ impl Codegen<'_> {
 /// tracepoint format or a cast rather than BTF: the highest id, which no
 /// real BTF type has.
 pub(crate) const CHAR_POINTEE: u32 = u32::MAX;
+
+/// Tells whether arithmetic or a comparison on two integers is signed,
+/// following C's usual arithmetic conversions on 64-bit values. It is
+/// signed when both are, or when the unsigned one is narrower than 64 bits
+/// and so fits in a signed 64-bit value.
+pub(crate) fn common_signedness(a: IntTy, b: IntTy) -> bool {
+    match (a.signed, b.signed) {
+        (true, true) => true,
+        (false, false) => false,
+        (true, false) => b.bytes < 8,
+        (false, true) => a.bytes < 8,
+    }
+}
 
 fn is_comparison(op: BinaryOp) -> bool {
     matches!(op, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
