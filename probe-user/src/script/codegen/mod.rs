@@ -9,6 +9,8 @@
 mod expr;
 mod output;
 mod strings;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
