@@ -13,6 +13,7 @@ use crate::{
         span::Span,
     },
     suggest,
+    tracepoint::Field,
 };
 
 /// Offsets of the argument registers in x86-64 `struct pt_regs`, in the
@@ -547,7 +548,7 @@ impl Codegen<'_> {
                     let pointee = if found.type_name.contains("char") { CHAR_POINTEE } else { 0 };
                     return Ok(Val::Ptr { reg, pointee, user });
                 }
-                let ty = IntTy { bytes: found.size as u8, signed: found.signed };
+                let ty = field_int_type(&found);
                 self.extend(reg, ty);
                 Ok(Val::Int { reg, ty })
             }
@@ -1022,6 +1023,36 @@ pub(crate) fn common_signedness(a: IntTy, b: IntTy) -> bool {
         (true, false) => b.bytes < 8,
         (false, true) => a.bytes < 8,
     }
+}
+
+/// Returns the integer type of a tracepoint field. System call tracepoints
+/// store every argument in 8 bytes marked unsigned, whatever its C type,
+/// so a field declared with a narrower C type (`int dfd`) is read as that
+/// type: `AT_FDCWD` is then -100, as in bpftrace, and not 4294967196.
+pub(crate) fn field_int_type(field: &Field) -> IntTy {
+    let declared = c_integer_type(&field.type_name);
+    match declared {
+        Some(ty) if u32::from(ty.bytes) < field.size => ty,
+        _ => IntTy { bytes: field.size.clamp(1, 8) as u8, signed: field.signed },
+    }
+}
+
+/// Returns the width and signedness of a C or kernel integer type name,
+/// for the names that tracepoint formats use; `None` for other names.
+fn c_integer_type(name: &str) -> Option<IntTy> {
+    let name = name.trim_start_matches("const ").trim_start_matches("volatile ").trim();
+    let (bytes, signed) = match name {
+        // `char` is signed on x86-64.
+        "char" | "signed char" | "s8" | "__s8" | "int8_t" => (1, true),
+        "unsigned char" | "u8" | "__u8" | "uint8_t" | "bool" | "_Bool" => (1, false),
+        "short" | "short int" | "signed short" | "s16" | "__s16" | "int16_t" => (2, true),
+        "unsigned short" | "unsigned short int" | "u16" | "__u16" | "uint16_t" | "umode_t" => (2, false),
+        "int" | "signed int" | "signed" | "s32" | "__s32" | "int32_t" | "pid_t" | "key_serial_t" | "clockid_t"
+        | "timer_t" | "mqd_t" | "rwf_t" | "key_t" => (4, true),
+        "unsigned int" | "unsigned" | "u32" | "__u32" | "uint32_t" | "uid_t" | "gid_t" | "qid_t" => (4, false),
+        _ => return None,
+    };
+    Some(IntTy { bytes, signed })
 }
 
 fn is_comparison(op: BinaryOp) -> bool {

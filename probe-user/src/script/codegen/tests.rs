@@ -3,7 +3,10 @@
 //! What the code computes is checked on the host kernel by
 //! `probe-user/tests/host_scripts.rs`.
 
-use super::{IntTy, expr::common_signedness};
+use super::{
+    IntTy,
+    expr::{common_signedness, field_int_type},
+};
 use crate::{
     script::{
         compile::{self, CompileOptions, Compiled},
@@ -323,4 +326,15 @@ fn signedness_follows_c_conversions() {
     assert!(!common_signedness(i64, u64));
     assert!(common_signedness(i64, i64));
     assert!(!common_signedness(u32, u64));
+}
+
+#[test]
+fn syscall_fields_take_declared_type() {
+    let openat = environment().tracepoint("syscalls", "sys_enter_openat").unwrap().unwrap();
+    let field = |name: &str| openat.field(name).unwrap().clone();
+    // Stored in 8 unsigned bytes, declared `int`: AT_FDCWD must read as -100.
+    assert_eq!(field_int_type(&field("dfd")), IntTy { bytes: 4, signed: true });
+    assert_eq!(field_int_type(&field("mode")), IntTy { bytes: 2, signed: false });
+    let exit = environment().tracepoint("syscalls", "sys_exit_openat").unwrap().unwrap();
+    assert_eq!(field_int_type(exit.field("ret").unwrap()), IntTy::I64);
 }
