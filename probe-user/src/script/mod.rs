@@ -6,6 +6,7 @@
 //! registers, register allocation and lowering, BPF encoding, and an
 //! in-memory ELF object for aya's loader.
 
+pub mod aggregate;
 pub mod ast;
 pub mod codegen;
 pub mod compile;
