@@ -76,6 +76,9 @@ pub mod hist;
 pub mod json;
 pub mod text;
 
+#[cfg(test)]
+mod tests;
+
 use std::cmp::Ordering;
 
 use thiserror::Error;
