@@ -103,6 +103,9 @@ impl Codegen<'_> {
                 let record = self.reserve_record();
                 let index = self.add_output(OutputSpec::Exit);
                 self.submit_record(record, index, RECORD_HEADER);
+                // The rest of the probe does not run, as in bpftrace.
+                let done = self.done;
+                self.f.push(Inst::Jump { target: done });
                 Ok(Val::Void)
             }
             "str" => self.str_call(args, span),
