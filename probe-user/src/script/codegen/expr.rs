@@ -789,8 +789,8 @@ impl Codegen<'_> {
             if !small_literal {
                 self.clamp_shift(result, r, op == BinaryOp::Shr && lty.signed);
             }
-            // A shift has the type of its left operand.
-            return Ok(Val::Int { reg: result, ty: IntTy { bytes: 8, signed: lty.signed } });
+            // A shift has the type of its promoted left operand.
+            return Ok(Val::Int { reg: result, ty: IntTy { bytes: 8, signed: promoted_signedness(lty) } });
         }
         if let Some((pointee, user)) = pointer {
             return Ok(Val::Ptr { reg: result, pointee, user });
@@ -1012,17 +1012,17 @@ impl Codegen<'_> {
 /// real BTF type has.
 pub(crate) const CHAR_POINTEE: u32 = u32::MAX;
 
-/// Tells whether arithmetic or a comparison on two integers is signed,
-/// following C's usual arithmetic conversions on 64-bit values. It is
-/// signed when both are, or when the unsigned one is narrower than 64 bits
-/// and so fits in a signed 64-bit value.
+/// Tells whether arithmetic or a comparison on two integers is signed.
+/// Arithmetic is done in 64 bits, so every integer narrower than that is
+/// first promoted to int64, which holds all its values. Then C's usual
+/// conversions apply: a uint64 operand makes the operation unsigned.
 pub(crate) fn common_signedness(a: IntTy, b: IntTy) -> bool {
-    match (a.signed, b.signed) {
-        (true, true) => true,
-        (false, false) => false,
-        (true, false) => b.bytes < 8,
-        (false, true) => a.bytes < 8,
-    }
+    promoted_signedness(a) && promoted_signedness(b)
+}
+
+/// Tells whether an integer is signed once promoted to 64 bits.
+pub(crate) fn promoted_signedness(ty: IntTy) -> bool {
+    ty.signed || ty.bytes < 8
 }
 
 /// Returns the integer type of a tracepoint field. System call tracepoints

@@ -313,19 +313,21 @@ fn variable_type_change_is_an_error() {
 }
 
 #[test]
-fn signedness_follows_c_conversions() {
+fn narrow_integers_promote_to_int64() {
     let u32 = IntTy { bytes: 4, signed: false };
     let u64 = IntTy::U64;
     let i64 = IntTy::I64;
-    // `pid > -1`: a 32-bit unsigned value fits in int64, so the comparison
-    // is signed, as in C with a `long` on the right.
+    // `pid > -1`: every 32-bit unsigned value fits in int64, so the
+    // comparison is signed.
     assert!(common_signedness(u32, i64));
     assert!(common_signedness(i64, u32));
+    // `pid - tid` is signed too, so `-7 / (pid - tid + 2)` is -3.
+    assert!(common_signedness(u32, u32));
     // `(uint64)x / -3`: C converts the signed operand to unsigned.
     assert!(!common_signedness(u64, i64));
     assert!(!common_signedness(i64, u64));
-    assert!(common_signedness(i64, i64));
     assert!(!common_signedness(u32, u64));
+    assert!(common_signedness(i64, i64));
 }
 
 #[test]
