@@ -32,7 +32,9 @@ use crate::{
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// Script file to run (use -e for a program on the command line).
-    #[arg(value_name = "FILE", required_unless_present = "program", conflicts_with = "program")]
+    // Not `required_unless_present`: `--emit asm FILE` takes the script
+    // as the option's second value, which clap does not know.
+    #[arg(value_name = "FILE", conflicts_with = "program")]
     pub file: Option<PathBuf>,
 
     /// Program text to run, for example
