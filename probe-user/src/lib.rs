@@ -7,6 +7,7 @@ pub mod fault;
 pub mod format;
 pub mod kallsyms;
 pub mod kernel;
+pub mod mapio;
 pub mod runtime;
 pub mod script;
 pub mod suggest;

@@ -10,9 +10,10 @@ use std::fmt::Write as _;
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint,
+        FEntry, FExit, KProbe, PerfEvent, ProgramError, RawTracePoint, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         RawTracePointRunOptions, TestRun,
     },
 };
@@ -20,9 +21,11 @@ use log::{debug, info};
 
 use crate::{
     kernel::{self, KprobeSupport},
+    mapio::{self, RawMap},
     script::{
-        codegen::OutputSpec,
-        compile::{Compiled, CompiledProbe, EVENTS_MAP_NAME, LOST_MAP_NAME},
+        aggregate::{Entry, MapSpec, PrintOptions, json, text},
+        codegen::{MapAction, OutputSpec},
+        compile::{Compiled, CompiledProbe, DROPS_MAP_NAME, EVENTS_MAP_NAME, LOST_MAP_NAME, script_map_name},
         probes::ProbeKind,
         span::Source,
     },
@@ -45,6 +48,12 @@ pub struct Loaded {
     ebpf: Option<Ebpf>,
     pub events: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    /// The script's maps, in the order of `Compiled::maps`.
+    maps: Vec<(MapSpec, MapData)>,
+    /// Per-map counters of updates dropped because the map was full.
+    drops: Option<PerCpuArray<MapData, u64>>,
+    /// Entries per script map, for the dropped-update report.
+    map_size: u32,
     begin: Vec<String>,
     end: Vec<String>,
     pub attached: usize,
@@ -72,6 +81,22 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         .ok_or_else(|| RuntimeError::Object("the object has no lost-record map".into()))
         .and_then(|map| PerCpuArray::try_from(map).map_err(|err| RuntimeError::Object(err.to_string())))?;
 
+    let mut maps = Vec::with_capacity(compiled.maps.len());
+    for (index, spec) in compiled.maps.iter().enumerate() {
+        let name = script_map_name(index);
+        let map = ebpf
+            .take_map(&name)
+            .ok_or_else(|| RuntimeError::Object(format!("the object has no map {name}")))?;
+        let data = match map {
+            Map::HashMap(data) | Map::PerCpuHashMap(data) => data,
+            _ => return Err(RuntimeError::Object(format!("map {name} has an unexpected type"))),
+        };
+        maps.push((spec.clone(), data));
+    }
+    let drops = ebpf
+        .take_map(DROPS_MAP_NAME)
+        .and_then(|map| PerCpuArray::try_from(map).ok());
+
     let mut btf: Option<aya::Btf> = None;
     let mut begin = Vec::new();
     let mut end = Vec::new();
@@ -97,6 +122,9 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         ebpf: Some(ebpf),
         events,
         lost,
+        maps,
+        drops,
+        map_size: compiled.map_size,
         begin,
         end,
         attached,
@@ -135,6 +163,10 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
             let program: &mut RawTracePoint = program.try_into()?;
             program.load()
         }
+        ProbeKind::Interval { .. } | ProbeKind::Profile { .. } => {
+            let program: &mut PerfEvent = program.try_into()?;
+            program.load()
+        }
     }
 }
 
@@ -164,6 +196,37 @@ fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<(), ProgramError
             program.attach(name).map(drop)
         }
         ProbeKind::Begin | ProbeKind::End => Ok(()),
+        ProbeKind::Interval { period_ns, .. } => {
+            // One CPU's clock drives the probe, so it fires once per period.
+            let program: &mut PerfEvent = program.try_into()?;
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu: 0 },
+                    SamplePolicy::Period(*period_ns),
+                    false,
+                )
+                .map(drop)
+        }
+        ProbeKind::Profile { hz, period_ns, .. } => {
+            let program: &mut PerfEvent = program.try_into()?;
+            let policy = match hz {
+                Some(hz) => SamplePolicy::Frequency(*hz),
+                None => SamplePolicy::Period(*period_ns),
+            };
+            let cpus = aya::util::online_cpus().map_err(|(path, io_error)| {
+                ProgramError::SyscallError(aya::sys::SyscallError { call: path, io_error })
+            })?;
+            for cpu in cpus {
+                program.attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    policy,
+                    false,
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -396,12 +459,109 @@ impl Loaded {
     }
 }
 
+/// How map contents are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// bpftrace's text layout.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Loaded {
+    /// Reads map `index` and decodes its entries.
+    fn entries(&self, index: usize) -> Result<Vec<Entry>, RuntimeError> {
+        let (spec, data) = &self.maps[index];
+        let cpus = mapio::possible_cpus().map_err(|err| RuntimeError::Object(format!("failed to count CPUs: {err}")))?;
+        let raw = RawMap::new(data.fd(), spec.key_size(), spec.value.slot_size(), spec.value.is_per_cpu(), cpus);
+        let pairs = raw
+            .entries()
+            .map_err(|err| RuntimeError::Object(format!("failed to read @{}: {err}", spec.name)))?;
+        let mut entries = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            match spec.decode_entry(&key, &value) {
+                Ok(Some(entry)) => entries.push(entry),
+                Ok(None) => {}
+                Err(err) => return Err(RuntimeError::Object(err.to_string())),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Carries out a map action and returns the text to print.
+    pub fn map_action(&self, action: MapAction, format: Format) -> Result<String, RuntimeError> {
+        match action {
+            MapAction::Print { map, top, div } => {
+                let entries = self.entries(map)?;
+                let spec = &self.maps[map].0;
+                let options = PrintOptions { top, div };
+                Ok(match format {
+                    Format::Text => text::render_map(spec, &entries, options),
+                    Format::Json => json::render_map(spec, &entries, options),
+                })
+            }
+            MapAction::Clear { map } | MapAction::Zero { map } => {
+                let (spec, data) = &self.maps[map];
+                let cpus = mapio::possible_cpus().map_err(|err| RuntimeError::Object(format!("failed to count CPUs: {err}")))?;
+                let raw = RawMap::new(data.fd(), spec.key_size(), spec.value.slot_size(), spec.value.is_per_cpu(), cpus);
+                let result = if matches!(action, MapAction::Clear { .. }) { raw.clear() } else { raw.zero() };
+                result.map_err(|err| RuntimeError::Object(format!("failed to change @{}: {err}", spec.name)))?;
+                Ok(String::new())
+            }
+        }
+    }
+
+    /// Every non-empty map, printed as bpftrace prints them at exit.
+    pub fn exit_maps(&self, format: Format) -> Result<String, RuntimeError> {
+        let mut all = Vec::with_capacity(self.maps.len());
+        for index in 0..self.maps.len() {
+            let entries = self.entries(index)?;
+            if !entries.is_empty() {
+                all.push((&self.maps[index].0, entries));
+            }
+        }
+        if all.is_empty() {
+            return Ok(String::new());
+        }
+        let borrowed: Vec<(&MapSpec, &[Entry])> = all.iter().map(|(spec, entries)| (*spec, entries.as_slice())).collect();
+        Ok(match format {
+            Format::Text => text::render_exit(&borrowed),
+            Format::Json => json::render_exit(&borrowed),
+        })
+    }
+
+    /// One line per map that dropped updates because it was full.
+    pub fn dropped_updates(&self) -> Vec<String> {
+        let Some(drops) = &self.drops else {
+            return Vec::new();
+        };
+        self.maps
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (spec, _))| {
+                let count: u64 = drops.get(&(index as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                (count > 0).then(|| {
+                    format!(
+                        "@{}: {count} update{} dropped, map full at {} entries (raise --map-size)",
+                        spec.name,
+                        if count == 1 { "" } else { "s" },
+                        self.map_size
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// What a record asks for.
 pub enum Record {
     /// Text to print.
     Text,
     /// `exit()` was called.
     Exit,
+    /// `print(@m)`, `clear(@m)` or `zero(@m)`.
+    MapAction(MapAction),
     /// A record that does not match the compiled outputs.
     Invalid,
 }
@@ -414,6 +574,7 @@ pub fn render_record(outputs: &[OutputSpec], record: &[u8], out: &mut String) ->
     let index = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     match outputs.get(index) {
         Some(OutputSpec::Exit) => Record::Exit,
+        Some(OutputSpec::MapAction(action)) => Record::MapAction(*action),
         Some(spec) => {
             spec.render(record, out);
             Record::Text

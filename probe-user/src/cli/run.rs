@@ -19,8 +19,9 @@ use tokio::{
 use super::CliError;
 use crate::{
     kernel,
-    runtime::{self, Loaded, Record},
+    runtime::{self, Format, Loaded, Record},
     script::{
+        aggregate::json,
         compile::{self, CompileOptions, Compiled},
         diagnostic,
         env::Environment,
@@ -70,6 +71,16 @@ pub struct RunArgs {
     /// one page (4096).
     #[arg(long, value_name = "BYTES", default_value_t = compile::DEFAULT_EVENTS_BUFFER)]
     pub buffer_size: u32,
+
+    /// Output format: `text` prints as bpftrace does, `json` prints one
+    /// JSON object per line (see the README for the schema).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Maximum number of entries of each map; updates beyond it are
+    /// dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = compile::DEFAULT_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub map_size: u32,
 
     /// Explain what was resolved, chosen and loaded; repeat for debug
     /// output.
@@ -195,6 +206,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
 
     let mut options = CompileOptions::default();
     options.events_buffer = args.buffer_size;
+    options.map_size = args.map_size;
     options.codegen.pid = args.pid;
     options.codegen.cpid = child.as_ref().map(|c| c.pid);
     options.codegen.start_ktime_ns = monotonic_ns();
@@ -245,6 +257,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let count = compiled.probes.len();
     eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" });
     let mut output = Output::open(args.output.as_deref())?;
+    output.format = args.format;
     loaded.run_begin().map_err(|err| CliError::runtime(err.to_string()))?;
 
     if let Some(child) = child.as_mut() {
@@ -265,11 +278,29 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     if let Some(child) = child.take() {
         child.finish();
     }
+    if !matches!(end, End::OutputClosed) {
+        finish_maps(&loaded, &mut output);
+    }
     let lost = loaded.lost();
     if lost > 0 {
         eprintln!("{lost} output record{} lost because the ring buffer was full (raise --buffer-size)", if lost == 1 { " was" } else { "s were" });
     }
     Ok(())
+}
+
+/// Prints every non-empty map, as bpftrace does at the end of a run, and
+/// reports maps that dropped updates because they were full.
+pub(crate) fn finish_maps(loaded: &Loaded, output: &mut Output) {
+    match loaded.exit_maps(output.format) {
+        Ok(text) => {
+            let _ = output.writer.write_all(text.as_bytes());
+            let _ = output.writer.flush();
+        }
+        Err(err) => eprintln!("probe: failed to print the maps: {err}"),
+    }
+    for line in loaded.dropped_updates() {
+        eprintln!("{line}");
+    }
 }
 
 /// Why streaming stopped.
@@ -300,6 +331,7 @@ pub struct Output {
     line: String,
     /// Records printed so far.
     pub printed: u64,
+    pub format: Format,
 }
 
 impl Output {
@@ -310,7 +342,7 @@ impl Output {
             })?)),
             None => Box::new(io::BufWriter::new(io::stdout())),
         };
-        Ok(Output { writer, line: String::with_capacity(256), printed: 0 })
+        Ok(Output { writer, line: String::with_capacity(256), printed: 0, format: Format::Text })
     }
 }
 
@@ -318,10 +350,21 @@ impl Output {
 /// record, the output or the record limit ends the run.
 fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, limit: Option<u64>) -> Option<End> {
     let mut end = None;
-    while let Some(item) = loaded.events.next() {
+    loop {
+        let Some(item) = loaded.events.next() else {
+            break;
+        };
         output.line.clear();
-        match runtime::render_record(&compiled.outputs, &item, &mut output.line) {
+        let record = runtime::render_record(&compiled.outputs, &item, &mut output.line);
+        let length = item.len();
+        drop(item);
+        match record {
             Record::Text => {
+                if output.format == Format::Json {
+                    let message = std::mem::take(&mut output.line);
+                    output.line = json::printf_line(&message, None, None);
+                    output.line.push('\n');
+                }
                 if output.writer.write_all(output.line.as_bytes()).is_err() {
                     return Some(End::OutputClosed);
                 }
@@ -331,7 +374,15 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, 
                 }
             }
             Record::Exit => end = Some(End::Exit),
-            Record::Invalid => log::warn!("skipped a malformed output record of {} bytes", item.len()),
+            Record::MapAction(action) => match loaded.map_action(action, output.format) {
+                Ok(text) => {
+                    if output.writer.write_all(text.as_bytes()).is_err() {
+                        return Some(End::OutputClosed);
+                    }
+                }
+                Err(err) => log::warn!("{err}"),
+            },
+            Record::Invalid => log::warn!("skipped a malformed output record of {length} bytes"),
         }
         if end.is_some() {
             break;
@@ -427,11 +478,13 @@ impl HeldChild {
         let gate_fd = read_end.as_raw_fd();
         // The command starts as a shell that waits for one line on fd 3 and
         // then execs the command in place, so its pid is known before the
-        // probes are attached and stays the same after exec.
+        // probes are attached and stays the same after exec. When the pipe
+        // closes without a line, because this process died, the shell exits
+        // without running the command.
         let mut process = tokio::process::Command::new("/bin/sh");
         process
             .arg("-c")
-            .arg("read -r _ <&3; exec 3<&-; exec \"$@\"")
+            .arg("read -r _ <&3 || exit 125; exec 3<&-; exec \"$@\"")
             .arg("sh")
             .arg(&executable)
             .args(rest);

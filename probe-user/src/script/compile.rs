@@ -2,7 +2,8 @@
 //! the runtime needs out.
 
 use super::{
-    codegen::{self, CodegenOptions, OutputSpec},
+    aggregate::MapSpec,
+    codegen::{self, CodegenOptions, MapTable, OutputSpec},
     diagnostic::{self, Diagnostic},
     elf::{self, MapDef, MapType, ProgramCode},
     env::Environment,
@@ -20,6 +21,15 @@ pub const DEFAULT_EVENTS_BUFFER: u32 = 1 << 20;
 pub const EVENTS_MAP_NAME: &str = "events";
 /// Name of the per-CPU lost-record counter map.
 pub const LOST_MAP_NAME: &str = "lost";
+/// Name of the per-CPU counters of updates dropped because a map was full.
+pub const DROPS_MAP_NAME: &str = "drops";
+/// Default number of entries of each script map, as in bpftrace.
+pub const DEFAULT_MAP_SIZE: u32 = 4096;
+
+/// The ELF name of script map number `index`.
+pub fn script_map_name(index: usize) -> String {
+    format!("map_{index}")
+}
 
 /// Settings for one compilation.
 #[derive(Clone, Debug)]
@@ -27,6 +37,8 @@ pub struct CompileOptions {
     pub codegen: CodegenOptions,
     /// Size of the events ring buffer: a power of two, at least a page.
     pub events_buffer: u32,
+    /// Maximum number of entries of each script map.
+    pub map_size: u32,
 }
 
 impl Default for CompileOptions {
@@ -34,6 +46,7 @@ impl Default for CompileOptions {
         Self {
             codegen: CodegenOptions::default(),
             events_buffer: DEFAULT_EVENTS_BUFFER,
+            map_size: DEFAULT_MAP_SIZE,
         }
     }
 }
@@ -55,6 +68,11 @@ pub struct Compiled {
     pub probes: Vec<CompiledProbe>,
     /// How to render each record kind, by the index in its header.
     pub outputs: Vec<OutputSpec>,
+    /// The script's maps, in order of first assignment; map `i` is named
+    /// [`script_map_name`]`(i)` in the object.
+    pub maps: Vec<MapSpec>,
+    /// Entries per script map.
+    pub map_size: u32,
     /// Warnings, to show even though compilation succeeded.
     pub warnings: Vec<Diagnostic>,
 }
@@ -115,6 +133,33 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         );
     }
 
+    // A map's types come from its first assignment, which may come after
+    // a read in the text (a kretprobe above its kprobe). A first pass
+    // collects the map table; its output and diagnostics are discarded.
+    let mut maps = MapTable::default();
+    {
+        let mut outputs = Vec::new();
+        let mut scratch = Vec::new();
+        for probe in &program.probes {
+            for point in &probe.attach_points {
+                if let Ok(resolved) = probes::resolve(point, env) {
+                    codegen::generate(
+                        &resolved,
+                        probe.predicate.as_ref(),
+                        &probe.body,
+                        env,
+                        source,
+                        &options.codegen,
+                        &mut outputs,
+                        &mut maps,
+                        &mut scratch,
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     let mut outputs = Vec::new();
     let mut probes = Vec::new();
     for (probe_index, probe) in program.probes.iter().enumerate() {
@@ -134,6 +179,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
                 source,
                 &options.codegen,
                 &mut outputs,
+                &mut maps,
                 &mut diagnostics,
             ) else {
                 continue;
@@ -164,7 +210,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             map_loads: probe.code.map_loads.clone(),
         })
         .collect();
-    let maps = [
+    let mut map_defs = vec![
         MapDef {
             name: EVENTS_MAP_NAME.into(),
             map_type: MapType::RingBuf,
@@ -181,13 +227,42 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             max_entries: 1,
             flags: 0,
         },
+        MapDef {
+            name: "zero".into(),
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: maps.largest_value() as u32,
+            max_entries: 1,
+            flags: 0,
+        },
+        MapDef {
+            name: DROPS_MAP_NAME.into(),
+            map_type: MapType::PerCpuArray,
+            key_size: 4,
+            value_size: 8,
+            max_entries: maps.maps().len().max(1) as u32,
+            flags: 0,
+        },
     ];
-    let object = elf::write_object(&code, &maps)
+    for (index, decl) in maps.maps().iter().enumerate() {
+        let value = decl.spec.value;
+        map_defs.push(MapDef {
+            name: script_map_name(index),
+            map_type: if value.is_per_cpu() { MapType::PerCpuHash } else { MapType::Hash },
+            key_size: codegen::maps::key_size(&decl.spec.key) as u32,
+            value_size: value.slot_size() as u32,
+            max_entries: options.map_size,
+            flags: 0,
+        });
+    }
+    let object = elf::write_object(&code, &map_defs)
         .map_err(|err| vec![Diagnostic::error(program.span, err.to_string())])?;
     Ok(Compiled {
         object,
         probes,
         outputs,
+        maps: maps.maps().iter().map(|decl| decl.spec.clone()).collect(),
+        map_size: options.map_size,
         warnings: diagnostics,
     })
 }

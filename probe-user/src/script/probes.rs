@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::{
-    ast::{AttachPoint, AttachTarget, Location, Provider},
+    ast::{AttachPoint, AttachTarget, Location, Provider, RateUnit},
     diagnostic::Diagnostic,
     env::Environment,
 };
@@ -24,6 +24,11 @@ pub enum ProbeKind {
     Fexit { function: String },
     Tracepoint { category: String, name: String },
     RawTracepoint { name: String },
+    /// `interval:UNIT:N`: runs on one CPU every `period_ns` nanoseconds.
+    Interval { period_ns: u64, text: String },
+    /// `profile:UNIT:N`: runs on every CPU, `hz` times a second or every
+    /// `period_ns` nanoseconds.
+    Profile { hz: Option<u64>, period_ns: u64, text: String },
 }
 
 impl ProbeKind {
@@ -39,6 +44,7 @@ impl ProbeKind {
             ProbeKind::Fexit { .. } => format!("fexit/{symbol}"),
             ProbeKind::Tracepoint { .. } => format!("tracepoint/{symbol}"),
             ProbeKind::RawTracepoint { .. } => format!("raw_tracepoint/{symbol}"),
+            ProbeKind::Interval { .. } | ProbeKind::Profile { .. } => format!("perf_event/{symbol}"),
         }
     }
 
@@ -53,6 +59,8 @@ impl ProbeKind {
             ProbeKind::Fexit { function } => format!("fexit:{function}"),
             ProbeKind::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
             ProbeKind::RawTracepoint { name } => format!("rawtracepoint:{name}"),
+            ProbeKind::Interval { text, .. } => format!("interval:{text}"),
+            ProbeKind::Profile { text, .. } => format!("profile:{text}"),
         }
     }
 
@@ -142,7 +150,7 @@ pub struct ResolvedProbe {
 }
 
 /// Attach-point providers the compiler supports today.
-const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t) and rawtracepoint (rt)";
+const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval and profile";
 
 /// Resolves one attach point against the kernel's BTF and tracepoints.
 pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, Diagnostic> {
@@ -254,6 +262,36 @@ pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
                 },
                 args: ArgSource::RawArgs,
             })
+        }
+        (Provider::Interval | Provider::Profile, AttachTarget::Timer { unit, unit_span, value }) => {
+            let interval = point.provider == Provider::Interval;
+            let count = value.value;
+            if count == 0 {
+                return Err(Diagnostic::error(value.span, "the rate or period must be at least 1"));
+            }
+            let text = format!("{}:{count}", unit.name());
+            let nanoseconds = |per_unit: u64| count.checked_mul(per_unit);
+            let (hz, period_ns) = match unit {
+                RateUnit::Hertz => {
+                    if count > 1_000_000 {
+                        return Err(Diagnostic::error(value.span, format!("{count} Hz is too fast")).with_hint("use at most 1000000 Hz"));
+                    }
+                    (Some(count), 1_000_000_000 / count)
+                }
+                RateUnit::Seconds => (None, nanoseconds(1_000_000_000).unwrap_or(u64::MAX)),
+                RateUnit::Milliseconds => (None, nanoseconds(1_000_000).unwrap_or(u64::MAX)),
+                RateUnit::Microseconds => (None, nanoseconds(1_000).unwrap_or(u64::MAX)),
+            };
+            if period_ns < 10_000 {
+                return Err(Diagnostic::error(*unit_span, "periods shorter than 10 us would swamp the CPU")
+                    .with_hint("use a period of at least 10 us (100000 Hz)"));
+            }
+            let kind = if interval {
+                ProbeKind::Interval { period_ns, text }
+            } else {
+                ProbeKind::Profile { hz, period_ns, text }
+            };
+            Ok(ResolvedProbe { kind, args: ArgSource::None })
         }
         (provider, _) => Err(Diagnostic::error(
             point.span,

@@ -1,7 +1,7 @@
 //! Expressions: builtins, arithmetic, comparisons, casts, and reading
 //! kernel data through `args` and BTF-typed pointers.
 
-use super::{Codegen, IntTy, Reported, Result, Val, Variable, helper, maps_not_supported};
+use super::{Codegen, IntTy, Reported, Result, Val, Variable, helper};
 use crate::{
     btf::{Kind, ValueFormat},
     script::{
@@ -62,7 +62,7 @@ impl Codegen<'_> {
                 expr.span,
                 "positional parameters are not supported yet",
             ))),
-            ExprKind::Map(map) => Err(self.error(maps_not_supported(map.span))),
+            ExprKind::Map(map) => self.read_map(map),
             ExprKind::Call { name, args } => self.call(name, args, expr.span),
             ExprKind::Unary { op, operand } => self.unary(*op, operand, expr.span),
             ExprKind::Binary { op, left, right } => {
@@ -85,8 +85,13 @@ impl Codegen<'_> {
             ))),
             ExprKind::Tuple(_) => Err(self.error(Diagnostic::error(expr.span, "tuples are not supported yet"))),
             ExprKind::Increment { target, op, position } => {
-                let super::super::ast::AssignTarget::Variable(variable) = target else {
-                    return Err(self.error(maps_not_supported(target.span())));
+                let variable = match target {
+                    super::super::ast::AssignTarget::Variable(variable) => variable,
+                    super::super::ast::AssignTarget::Map(access) => {
+                        let delta = if *op == IncrementOp::Increment { 1 } else { -1 };
+                        let postfix = *position == super::super::ast::IncrementPosition::Postfix;
+                        return self.update_map_integer(access, BinaryOp::Add, Value::Imm(delta), IntTy::I64, expr.span, postfix);
+                    }
                 };
                 let Some(Variable::Int { reg, ty }) = self.variables.get(&variable.name).cloned() else {
                     return Err(self.error(Diagnostic::error(

@@ -7,6 +7,7 @@
 //! their type's width; strings live in stack slots.
 
 mod expr;
+pub mod maps;
 mod output;
 mod strings;
 #[cfg(test)]
@@ -24,7 +25,8 @@ use super::{
     span::{Source, Span},
 };
 
-pub use output::{ArgSpec, OutputSpec};
+pub use maps::MapTable;
+pub use output::{ArgSpec, MapAction, OutputSpec};
 
 /// The ring buffer that carries `printf`, `print` and `exit` records.
 pub const EVENTS_MAP: MapRef = MapRef(0);
@@ -133,6 +135,7 @@ pub(crate) struct Codegen<'a> {
     source: &'a Source,
     options: &'a CodegenOptions,
     outputs: &'a mut Vec<OutputSpec>,
+    maps: &'a mut MapTable,
     diagnostics: &'a mut Vec<Diagnostic>,
     ctx: VReg,
     variables: HashMap<String, Variable>,
@@ -158,6 +161,7 @@ pub fn generate(
     source: &Source,
     options: &CodegenOptions,
     outputs: &mut Vec<OutputSpec>,
+    maps: &mut MapTable,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Function> {
     let mut f = Function::new();
@@ -175,6 +179,7 @@ pub fn generate(
         source,
         options,
         outputs,
+        maps,
         diagnostics,
         ctx,
         variables: HashMap::new(),
@@ -406,7 +411,13 @@ impl Codegen<'_> {
         span: Span,
     ) -> Result<()> {
         match target {
-            AssignTarget::Map(map) => Err(self.error(maps_not_supported(map.span))),
+            AssignTarget::Map(map) => match op {
+                None => self.assign_map(map, value, span),
+                Some(op) => {
+                    let (operand, ty) = self.int_expr(value)?;
+                    self.update_map_integer(map, op, operand.into(), ty, span, false).map(drop)
+                }
+            },
             AssignTarget::Variable(variable) => match op {
                 None => self.assign_variable(&variable.name, variable.span, value),
                 Some(op) => {
@@ -520,9 +531,4 @@ fn variable_description(variable: &Variable) -> &'static str {
         Variable::Ptr { .. } => "a pointer",
         Variable::Str { .. } => "a string",
     }
-}
-
-pub(crate) fn maps_not_supported(span: Span) -> Diagnostic {
-    Diagnostic::error(span, "maps (`@name`) are not supported yet")
-        .with_hint("use a `$variable` for a value within one probe")
 }

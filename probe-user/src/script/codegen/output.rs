@@ -8,7 +8,6 @@
 
 use super::{
     Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val, expr::function_names, helper,
-    maps_not_supported,
 };
 use crate::{
     script::{
@@ -32,6 +31,22 @@ pub enum OutputSpec {
     Printf { segments: Vec<Segment>, args: Vec<ArgSpec> },
     /// `exit()`: end the run.
     Exit,
+    /// `print(@m)`, `clear(@m)` or `zero(@m)`, which user space carries
+    /// out on the map.
+    MapAction(MapAction),
+}
+
+/// A map operation that user space performs when the record arrives.
+/// `map` is the map's index in the script's map table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapAction {
+    /// Print the map; `top` keeps only the largest entries (0 keeps all)
+    /// and `div` divides every value.
+    Print { map: usize, top: usize, div: u32 },
+    /// Delete every entry.
+    Clear { map: usize },
+    /// Set every value to zero, keeping the keys.
+    Zero { map: usize },
 }
 
 /// Where one `printf` argument is in a record.
@@ -81,12 +96,8 @@ enum Part {
     Const(Arg),
 }
 
-const MAP_FUNCTIONS: &[&str] = &[
-    "count", "sum", "avg", "min", "max", "stats", "hist", "lhist", "delete", "clear", "zero",
-    "has_key", "len",
-];
 const PLANNED_FUNCTIONS: &[&str] = &[
-    "kstack", "ustack", "ksym", "usym", "kaddr", "uaddr", "ntop", "buf", "join", "system",
+    "has_key", "len", "kstack", "ustack", "ksym", "usym", "kaddr", "uaddr", "ntop", "buf", "join", "system",
     "cat", "signal", "override", "time", "strftime", "reg", "cgroupid", "macaddr", "deny",
 ];
 
@@ -109,7 +120,20 @@ impl Codegen<'_> {
                 Ok(Val::Void)
             }
             "str" => self.str_call(args, span),
-            text if MAP_FUNCTIONS.contains(&text) => Err(self.error(maps_not_supported(name.span))),
+            "delete" => self.delete(args, span),
+            "clear" | "zero" => {
+                let [map] = args else {
+                    return Err(self.error(Diagnostic::error(span, format!("{}() takes one map: {}(@name)", name.text, name.text))));
+                };
+                let map = self.map_argument(map, &name.text)?;
+                let action = if name.text == "clear" { MapAction::Clear { map } } else { MapAction::Zero { map } };
+                self.send_map_action(action);
+                Ok(Val::Void)
+            }
+            text if super::maps::aggregation_kind(text).is_some() => Err(self.error(
+                Diagnostic::error(name.span, format!("{text}() must be assigned to a map element"))
+                    .with_hint(format!("for example `@calls[comm] = {text}({})`", if text == "count" { "" } else { "value" })),
+            )),
             text if PLANNED_FUNCTIONS.contains(&text) => Err(self.error(Diagnostic::error(
                 name.span,
                 format!("the function `{text}()` is not supported yet"),
@@ -123,6 +147,34 @@ impl Codegen<'_> {
                 Err(self.error(diagnostic))
             }
         }
+    }
+
+    /// `print(@m[, top[, divisor]])`.
+    fn print_map(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        if args.len() > 3 {
+            return Err(self.error(Diagnostic::error(span, "print() of a map takes at most 3 arguments: print(@map, top, divisor)")));
+        }
+        let map = self.map_argument(&args[0], "print")?;
+        let mut numbers = [0u64, 1];
+        for (slot, arg) in numbers.iter_mut().zip(&args[1..]) {
+            let ExprKind::Integer(literal) = &arg.kind else {
+                return Err(self.error(Diagnostic::error(arg.span, "print() needs integer literals for top and divisor")));
+            };
+            *slot = literal.value;
+        }
+        let [top, div] = numbers;
+        if div == 0 || div > u64::from(u32::MAX) {
+            return Err(self.error(Diagnostic::error(args[2].span, format!("invalid divisor {div}: use 1 to {}", u32::MAX))));
+        }
+        self.send_map_action(MapAction::Print { map, top: top as usize, div: div as u32 });
+        Ok(Val::Void)
+    }
+
+    /// Sends a record asking user space to act on a map.
+    fn send_map_action(&mut self, action: MapAction) {
+        let record = self.reserve_record();
+        let index = self.add_output(OutputSpec::MapAction(action));
+        self.submit_record(record, index, RECORD_HEADER);
     }
 
     fn add_output(&mut self, spec: OutputSpec) -> u32 {
@@ -227,11 +279,19 @@ impl Codegen<'_> {
     }
 
     fn print(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        if let Some(Expr { kind: ExprKind::Map(map), .. }) = args.first() {
+            if map.keys.is_empty() && args.len() > 1 {
+                return self.print_map(args, span);
+            }
+        }
         let [value] = args else {
-            return Err(self.error(Diagnostic::error(span, format!("print() takes 1 argument, got {}", args.len()))));
+            return Err(self.error(Diagnostic::error(span, format!("print() takes 1 argument, got {}", args.len()))
+                .with_hint("print(value), or print(@map[, top[, divisor]]) for a whole map")));
         };
         if let ExprKind::Map(map) = &value.kind {
-            return Err(self.error(maps_not_supported(map.span)));
+            if map.keys.is_empty() {
+                return self.print_map(args, span);
+            }
         }
         let value_span = value.span;
         let value = self.expr(value)?;
