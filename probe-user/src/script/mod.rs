@@ -13,6 +13,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod elf;
 pub mod env;
+pub mod fuzzing;
 pub mod insn;
 pub mod ir;
 pub mod lexer;
