@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what is missing: Debian packages, nightly rust-src,
-    /// bpf-linker and the 6.12 and 6.1 test kernels.
+    /// bpf-linker, cargo-fuzz and the 6.12 and 6.1 test kernels.
     Setup,
     /// Boot a test kernel in QEMU, run COMMAND in it and exit with its
     /// status (124 when the VM times out, 125 when it fails otherwise).

@@ -34,6 +34,11 @@ const DEBIAN_PACKAGES: [&str; 9] = [
 const BPF_LINKER_VERSION: &str = "^0.13";
 const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 
+/// cargo-fuzz runs the fuzz targets in the test command's fuzz tier. 0.13.2
+/// builds with stable Rust 1.95 from its lock file and drives the nightly
+/// toolchain that the fuzz targets need.
+const CARGO_FUZZ_VERSION: &str = "^0.13";
+
 const APT_SOURCES_DIR: &str = "/etc/apt/sources.list.d";
 
 /// Runs every setup step in order.
@@ -58,6 +63,11 @@ pub fn run() -> Result<()> {
         "bpf-linker",
         "check that llvm-22-dev is installed and crates.io is reachable; the build log above names the failing crate",
         ensure_bpf_linker,
+    )?;
+    step(
+        "cargo-fuzz",
+        "check that crates.io is reachable; the build log above names the failing crate",
+        ensure_cargo_fuzz,
     )?;
     for series in Series::ALL {
         step(
@@ -270,9 +280,9 @@ fn ensure_nightly_rust_src() -> Result<()> {
     ]))
 }
 
-/// Returns where `bpf-linker` is installed: on PATH or in cargo's bin
+/// Returns where the program `name` is installed: on PATH or in cargo's bin
 /// directory.
-fn find_bpf_linker() -> Option<PathBuf> {
+fn find_installed(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH")
         .map(|path| env::split_paths(&path).collect())
         .unwrap_or_default();
@@ -285,12 +295,12 @@ fn find_bpf_linker() -> Option<PathBuf> {
         }
     }
     dirs.into_iter()
-        .map(|dir| dir.join("bpf-linker"))
+        .map(|dir| dir.join(name))
         .find(|path| path.is_file())
 }
 
 fn ensure_bpf_linker() -> Result<()> {
-    if let Some(path) = find_bpf_linker() {
+    if let Some(path) = find_installed("bpf-linker") {
         println!("ok: bpf-linker already present ({})", path.display());
         return Ok(());
     }
@@ -307,6 +317,21 @@ fn ensure_bpf_linker() -> Result<()> {
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", "llvm-22"]),
     )
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    if let Some(path) = find_installed("cargo-fuzz") {
+        println!("ok: cargo-fuzz already present ({})", path.display());
+        return Ok(());
+    }
+    println!("installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute) ...");
+    command::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 fn ensure_kernel(apt: &mut Apt, series: Series) -> Result<()> {
