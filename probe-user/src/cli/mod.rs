@@ -7,6 +7,7 @@
 
 pub mod attach;
 mod attach_script;
+mod child;
 pub mod run;
 
 use std::process::ExitCode;

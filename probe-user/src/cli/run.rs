@@ -4,9 +4,8 @@
 use std::{
     fs,
     io::{self, Write},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     path::PathBuf,
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -16,7 +15,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use super::CliError;
+use super::{CliError, child::HeldChild};
 use crate::{
     kernel,
     runtime::{self, Format, Loaded, Record},
@@ -445,183 +444,5 @@ pub(crate) async fn stream(
                 guard.clear_ready();
             }
         }
-    }
-}
-
-/// A `-c` command, started but held before `exec` until every probe is
-/// attached, so that the script sees everything it does from the start.
-pub struct HeldChild {
-    pub pid: u32,
-    child: tokio::process::Child,
-    /// Writing to (or closing) this pipe lets the child continue to exec.
-    gate: Option<OwnedFd>,
-}
-
-impl HeldChild {
-    pub fn spawn(command: &str) -> Result<HeldChild, CliError> {
-        let words = split_command(command)
-            .map_err(|message| CliError::usage(format!("invalid -c command `{command}`: {message}")))?;
-        let Some((program, rest)) = words.split_first() else {
-            return Err(CliError::usage("invalid -c command: it is empty"));
-        };
-        let executable = find_executable(program).ok_or_else(|| {
-            CliError::usage(format!("failed to start -c command: `{program}` not found in PATH"))
-        })?;
-        let mut fds = [0; 2];
-        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(CliError::runtime(format!("failed to create a pipe: {}", io::Error::last_os_error())));
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned
-        // by nobody else.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let gate_fd = read_end.as_raw_fd();
-        // The command starts as a shell that waits for one line on fd 3 and
-        // then execs the command in place, so its pid is known before the
-        // probes are attached and stays the same after exec. When the pipe
-        // closes without a line, because this process died, the shell exits
-        // without running the command.
-        let mut process = tokio::process::Command::new("/bin/sh");
-        process
-            .arg("-c")
-            .arg("read -r _ <&3 || exit 125; exec 3<&-; exec \"$@\"")
-            .arg("sh")
-            .arg(&executable)
-            .args(rest);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls dup2, which is async-signal-safe.
-        unsafe {
-            process.pre_exec(move || {
-                if libc::dup2(gate_fd, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = process.spawn().map_err(|err| {
-            CliError::usage(format!("failed to start -c command `{program}`: {err}"))
-        })?;
-        drop(read_end);
-        let pid = child.id().unwrap_or(0);
-        info!("started -c command as pid {pid}, held until the probes are attached");
-        Ok(HeldChild { pid, child, gate: Some(write_end) })
-    }
-
-    /// Lets the command run.
-    pub fn release(&mut self) -> Result<(), CliError> {
-        if let Some(gate) = self.gate.take() {
-            let line = [b'\n'];
-            // SAFETY: `gate` is an open pipe descriptor and `line` is valid
-            // for one byte.
-            unsafe { libc::write(gate.as_raw_fd(), line.as_ptr().cast(), 1) };
-        }
-        Ok(())
-    }
-
-    async fn wait_exit(&mut self) -> Result<(), CliError> {
-        self.child
-            .wait()
-            .await
-            .map(drop)
-            .map_err(|err| CliError::runtime(format!("failed to wait for the -c command: {err}")))
-    }
-
-    /// Ends a command that never ran: kills it before it execs.
-    pub fn abandon(mut self) {
-        let _ = self.child.start_kill();
-        self.gate = None;
-    }
-
-    /// Stops the command if it still runs, and reaps it.
-    pub fn finish(mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill has no memory-safety preconditions; the child
-            // has not been reaped, so the pid is still ours.
-            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.start_kill();
-    }
-}
-
-/// Finds `program` the way `execvp` would: a name with a slash is a path,
-/// anything else is searched in `PATH`.
-fn find_executable(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let is_executable = |path: &std::path::Path| {
-        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        let path = PathBuf::from(program);
-        return is_executable(&path).then_some(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-}
-
-/// Splits a command line into words, honouring single and double quotes
-/// and backslash escapes, without running a shell.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = command.chars();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('\''), c) => word.push(c),
-            (Some(_), '\\') | (None, '\\') => match chars.next() {
-                Some(next) => {
-                    word.push(next);
-                    in_word = true;
-                }
-                None => return Err("it ends with a backslash".into()),
-            },
-            (Some(_), c) => word.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err("a quote is not closed".into());
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_command;
-
-    #[test]
-    fn splits_like_a_shell() {
-        assert_eq!(split_command("cat /etc/hostname").unwrap(), ["cat", "/etc/hostname"]);
-        assert_eq!(split_command("sh -c 'echo a b'").unwrap(), ["sh", "-c", "echo a b"]);
-        assert_eq!(split_command(r#"echo "x \"y\"" z\ w"#).unwrap(), ["echo", "x \"y\"", "z w"]);
-        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
-        assert!(split_command("echo 'open").is_err());
     }
 }
