@@ -439,6 +439,34 @@ fn end_runs_at_sigint() {
     assert_eq!(stdout, "begin\nend\n", "stderr:\n{stderr}");
 }
 
+/// A `-c` command waits until the probes are attached; when `probe run`
+/// dies before that, the command must not run at all.
+#[test]
+fn held_command_never_runs_after_kill() {
+    if !can_load_bpf() {
+        return;
+    }
+    // The verifier takes most of a second to reject this loop, which
+    // leaves time to kill the tool while the command is held.
+    let script = script_file("slow-load.bt", "BEGIN { $i = 0; while ($i < 10000000) { $i++; } }\n");
+    let marker = ScratchPath::new("held-marker");
+    let mut child = Command::new(bin("probe"))
+        .args(["run", script.as_str(), "-c", &format!("touch {}", marker.as_str())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start probe run");
+    thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The held shell notices the closed pipe at once; give it time to run
+    // the command if it wrongly would.
+    thread::sleep(Duration::from_millis(500));
+    assert!(!marker.0.exists(), "the -c command ran although probe run was killed");
+}
+
 /// `-p` keeps only the events of one process, while another process does
 /// the same system calls.
 #[test]
