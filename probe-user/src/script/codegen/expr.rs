@@ -1,7 +1,7 @@
 //! Expressions: builtins, arithmetic, comparisons, casts, and reading
 //! kernel data through `args` and BTF-typed pointers.
 
-use super::{Codegen, IntTy, Reported, Result, Val, Variable, helper};
+use super::{Codegen, IntTy, Reported, Result, Val, Variable, helper, unassigned_variable};
 use crate::{
     btf::{Kind, ValueFormat},
     script::{
@@ -53,10 +53,7 @@ impl Codegen<'_> {
                 Some(Variable::Int { reg, ty }) => Ok(Val::Int { reg, ty }),
                 Some(Variable::Ptr { reg, pointee, user }) => Ok(Val::Ptr { reg, pointee, user }),
                 Some(Variable::Str { slot, len }) => Ok(Val::Str { slot, len }),
-                None => Err(self.error(Diagnostic::error(
-                    expr.span,
-                    format!("`${name}` is used before it is assigned"),
-                ))),
+                None => Err(self.error(unassigned_variable(name, expr.span))),
             },
             ExprKind::Positional(_) | ExprKind::PositionalCount => Err(self.error(Diagnostic::error(
                 expr.span,
@@ -94,6 +91,9 @@ impl Codegen<'_> {
                     }
                 };
                 let Some(Variable::Int { reg, ty }) = self.variables.get(&variable.name).cloned() else {
+                    if !self.variables.contains_key(&variable.name) {
+                        return Err(self.error(unassigned_variable(&variable.name, variable.span)));
+                    }
                     return Err(self.error(Diagnostic::error(
                         variable.span,
                         format!("`${}` must be an integer variable to increment it", variable.name),

@@ -422,6 +422,9 @@ impl Codegen<'_> {
                 None => self.assign_variable(&variable.name, variable.span, value),
                 Some(op) => {
                     let Some(Variable::Int { reg, ty }) = self.variables.get(&variable.name).cloned() else {
+                        if !self.variables.contains_key(&variable.name) {
+                            return Err(self.error(unassigned_variable(&variable.name, variable.span)));
+                        }
                         return Err(self.error(Diagnostic::error(
                             variable.span,
                             format!("`${}` must hold an integer for `{}=`", variable.name, op.symbol()),
@@ -523,6 +526,14 @@ impl Codegen<'_> {
             Val::Void => "nothing (the call returns no value)".into(),
         }
     }
+}
+
+/// Returns the error for a read of a variable that has no value yet.
+pub(crate) fn unassigned_variable(name: &str, span: Span) -> Diagnostic {
+    Diagnostic::error(span, format!("`${name}` is used before it is assigned")).with_hint(
+        "a `$variable` lives for one run of one probe: assign it earlier in this probe, \
+         or share a value between probes with a map (`@name`)",
+    )
 }
 
 fn variable_description(variable: &Variable) -> &'static str {

@@ -340,3 +340,20 @@ fn syscall_fields_take_declared_type() {
     let exit = environment().tracepoint("syscalls", "sys_exit_openat").unwrap().unwrap();
     assert_eq!(field_int_type(exit.field("ret").unwrap()), IntTy::I64);
 }
+
+#[test]
+fn unassigned_variable_is_an_error() {
+    let hint = "  = hint: a `$variable` lives for one run of one probe: assign it earlier in this probe, \
+                or share a value between probes with a map (`@name`)\n";
+    assert_eq!(
+        compile_err("BEGIN { $x++; }"),
+        format!("error: `$x` is used before it is assigned\n  --> -e:1:9\n  |\n1 | BEGIN {{ $x++; }}\n  |         ^^\n{hint}")
+    );
+    assert_eq!(
+        compile_err("BEGIN { $x += 2; }"),
+        format!("error: `$x` is used before it is assigned\n  --> -e:1:9\n  |\n1 | BEGIN {{ $x += 2; }}\n  |         ^^\n{hint}")
+    );
+    let rendered = compile_err("BEGIN { $x = 1; } END { printf(\"%d\\n\", $x); }");
+    assert!(rendered.starts_with("error: `$x` is used before it is assigned\n  --> -e:1:40\n"), "{rendered}");
+    assert!(rendered.ends_with(&hint), "{rendered}");
+}
