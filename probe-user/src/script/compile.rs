@@ -137,6 +137,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
     // a read in the text (a kretprobe above its kprobe). A first pass
     // collects the map table; its output and diagnostics are discarded.
     let mut maps = MapTable::default();
+    maps.discovering = true;
     {
         let mut outputs = Vec::new();
         let mut scratch = Vec::new();
@@ -160,6 +161,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         }
     }
 
+    maps.discovering = false;
     let mut outputs = Vec::new();
     let mut probes = Vec::new();
     for (probe_index, probe) in program.probes.iter().enumerate() {

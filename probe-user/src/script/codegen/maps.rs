@@ -43,6 +43,10 @@ const EEXIST: i32 = -17;
 pub struct MapTable {
     maps: Vec<MapDecl>,
     by_name: HashMap<String, usize>,
+    /// Set during the first code generation pass, which only collects
+    /// declarations: a read of a map not declared yet then yields 0, so
+    /// that the assignments after it are still seen.
+    pub discovering: bool,
 }
 
 /// One script map: its types and where it was first assigned.
@@ -548,6 +552,10 @@ impl Codegen<'_> {
     /// Reads `@m[k]`: the value, or 0 (an empty string) for a missing key.
     pub(crate) fn read_map(&mut self, access: &MapAccess) -> Result<Val> {
         let Some((index, decl)) = self.maps.lookup(&access.name) else {
+            if self.maps.discovering {
+                let reg = self.f.constant(0);
+                return Ok(Val::Int { reg, ty: IntTy::I64 });
+            }
             return Err(self.error(Diagnostic::error(access.span, format!(
                 "{} is read but never assigned",
                 display_name(&access.name)
