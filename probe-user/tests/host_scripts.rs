@@ -518,6 +518,21 @@ fn output_option_writes_file() {
     assert_eq!(std::fs::read_to_string(&output.0).expect("the output file"), "to the file\n7\n");
 }
 
+/// A bad `-o` path fails before anything is attached or run.
+#[test]
+fn output_option_bad_path_fails_first() {
+    if !can_load_bpf() {
+        return;
+    }
+    let outcome = probe_run(&["-o", "/nonexistent/directory/out.txt", "-e", r#"BEGIN { printf("begin\n"); exit(); }"#]);
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.stderr,
+        "probe run: error: failed to create output file /nonexistent/directory/out.txt: No such file or directory (os error 2)\n"
+    );
+    assert_eq!(outcome.stdout, "");
+}
+
 #[test]
 fn emit_asm_lists_script_lines() {
     let script = script_file("listing.bt", "BEGIN\n{\n  $x = nsecs;\n  printf(\"%d\\n\", $x);\n}\n");

@@ -234,6 +234,10 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
         Emit::Nothing => {}
     }
 
+    // The output opens first, so that a bad -o path fails before anything
+    // is loaded or attached. A dry run writes no output.
+    let output = if args.dry_run { None } else { Some(Output::open(args.output.as_deref())?) };
+
     let loaded = runtime::load(&compiled, source, args.dry_run, args.verbose > 0);
     let mut loaded = match loaded {
         Ok(loaded) => loaded,
@@ -244,18 +248,17 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
             return Err(CliError::runtime(err.to_string()));
         }
     };
-    if args.dry_run {
+    let Some(mut output) = output else {
         eprintln!(
             "compiled and loaded {} program{}; nothing was attached",
             compiled.probes.len(),
             if compiled.probes.len() == 1 { "" } else { "s" }
         );
         return Ok(());
-    }
+    };
 
     let count = compiled.probes.len();
     eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" });
-    let mut output = Output::open(args.output.as_deref())?;
     output.format = args.format;
     loaded.run_begin().map_err(|err| CliError::runtime(err.to_string()))?;
 
