@@ -78,3 +78,37 @@ fn signals_shows_sender_and_target() {
     assert_eq!(sender.split(" (").next(), Some("sh"), "{line}");
     assert!(target.starts_with("sh ("), "{line}");
 }
+
+#[test]
+fn syscall_counts_prints_every_second() {
+    let (code, stdout, stderr) = run_example("syscall_counts.bt", "sleep 2.5");
+    assert_eq!(code, Some(0), "{stderr}");
+    // Two interval prints during the command; each lists `@[comm]: N`
+    // lines, and the sleep command itself appears at least once.
+    let entries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("@[")).collect();
+    assert!(entries.len() >= 2, "{stdout}");
+    assert!(entries.iter().any(|l| l.starts_with("@[sleep]: ")), "{stdout}");
+    for line in &entries {
+        let count = line.rsplit_once(": ").and_then(|(_, n)| n.parse::<u64>().ok());
+        assert!(count.is_some_and(|n| n > 0), "{line}");
+    }
+}
+
+#[test]
+fn read_sizes_histogram_of_dd() {
+    let path = std::env::temp_dir().join(format!("probe-read-sizes-{}", std::process::id()));
+    std::fs::write(&path, b"abcdefghij").expect("write data file");
+    // busybox is statically linked, so dd's reads are exactly 4, 4, 2, 0.
+    let command = format!("/bin/busybox dd if={} of=/dev/null bs=4", path.display());
+    let (code, stdout, stderr) = run_example("read_sizes.bt", &command);
+    assert_eq!(code, Some(0), "{stderr}");
+    let expected = "\
+@bytes[busybox]: 
+[0]                    1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+[1]                    0 |                                                    |
+[2, 4)                 1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+[4, 8)                 2 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+";
+    assert!(stdout.contains(expected), "{stdout}");
+    let _ = std::fs::remove_file(path);
+}

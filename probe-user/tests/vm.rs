@@ -390,3 +390,55 @@ fn example_open_failures() {
     assert!(lines.iter().any(|l| l.ends_with("failed with -2")), "{stdout}");
     assert!(lines.iter().all(|l| l.contains("failed with -")), "{stdout}");
 }
+
+/// The latency idiom on vfs_read with the given entry and return
+/// providers: the histogram's total must equal the number of reads that
+/// busybox dd made (bs=2 over 6 bytes: 2, 2, 2, then 0 at the end).
+fn latency_histogram_counts_calls(entry: &str, exit: &str, feature: &str) {
+    if !kernel_supports(feature) {
+        return;
+    }
+    let data = std::env::temp_dir().join(format!("probe-latency-{}", std::process::id()));
+    std::fs::write(&data, b"abcdef").expect("write data file");
+    let script = format!(
+        "{entry}:vfs_read /pid == cpid/ {{ @start[tid] = nsecs; }} \
+         {exit}:vfs_read /@start[tid]/ {{ @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }}"
+    );
+    let command = format!("busybox dd if={} of=/dev/null bs=2", data.display());
+    let output = run(std::process::Command::new(common::bin("probe")).args(["run", "-e", &script, "-c", &command]));
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let total: u64 = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("@ns:"))
+        .skip(1)
+        .take_while(|l| l.starts_with('['))
+        .filter_map(|l| l.split_whitespace().nth(2).and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    assert_eq!(total, 4, "{entry}/{exit}: four reads, histogram:\n{stdout}");
+    assert!(!stdout.contains("@start["), "every start was deleted:\n{stdout}");
+    let _ = std::fs::remove_file(data);
+}
+
+#[test]
+fn latency_idiom_with_kprobes() {
+    latency_histogram_counts_calls("kprobe", "kretprobe", "kprobe");
+}
+
+#[test]
+fn latency_idiom_with_fentry() {
+    latency_histogram_counts_calls("fentry", "fexit", "fentry");
+}
+
+#[test]
+fn example_vfs_read_latency() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    let output = run(std::process::Command::new(common::bin("probe"))
+        .args(["run", &example("vfs_read_latency.bt"), "-c", "busybox dd if=/etc/hostname of=/dev/null bs=1"]));
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(stdout.contains("@us: \n"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("[0]") || l.starts_with("[1]") || l.starts_with("[2,")), "{stdout}");
+}
