@@ -1,11 +1,13 @@
-//! `cargo xtask test`: the three test tiers and their summary.
+//! `cargo xtask test`: the four test tiers and their summary.
 //!
 //! 1. unit: `cargo test --lib --bins` over the workspace.
-//! 2. host: every `probe-user/tests/*.rs` but `vm.rs`, on the host kernel,
+//! 2. fuzz: each cargo-fuzz target in `probe-user/fuzz/` for a bounded
+//!    time, counted as one test per target (see `fuzz.rs`).
+//! 3. host: every `probe-user/tests/*.rs` but `vm.rs`, on the host kernel,
 //!    as root.
-//! 3. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
+//! 4. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
 //!
-//! The counts come from libtest's `test result:` lines.
+//! The counts of the other tiers come from libtest's `test result:` lines.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use cargo_metadata::Message;
 use clap::{Args, ValueEnum};
 
 use crate::cargo;
+use crate::fuzz::{self, FuzzOutcome};
 use crate::initramfs::GuestFile;
 use crate::kernels::{self, Series};
 use crate::paths;
@@ -25,7 +28,7 @@ use crate::vm::{self, Accel, VmConfig, VmOutcome};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// Run only this tier (repeatable). All three run by default.
+    /// Run only this tier (repeatable). All four run by default.
     #[arg(long, value_enum)]
     tier: Vec<Tier>,
 
@@ -37,11 +40,16 @@ pub struct TestArgs {
     /// Seconds that one VM run of the VM tests may take before it is killed.
     #[arg(long, value_name = "SECS", default_value_t = 1200)]
     vm_timeout: u64,
+
+    /// Seconds that the fuzz tier runs each fuzz target.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    fuzz_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Tier {
     Unit,
+    Fuzz,
     Host,
     Vm,
 }
@@ -108,6 +116,8 @@ enum RunOutcome {
     Finished { counts: Counts, clean: bool },
     /// The run was not attempted.
     Skipped(String),
+    /// The run reported failed tests, with a message for the summary.
+    Failed { counts: Counts, message: String },
     /// The run ended without reporting test results.
     Error(String),
 }
@@ -148,7 +158,7 @@ impl ResultCollector {
 pub fn run(args: TestArgs) -> Result<ExitCode> {
     setup::run()?;
     let tiers = if args.tier.is_empty() {
-        vec![Tier::Unit, Tier::Host, Tier::Vm]
+        vec![Tier::Unit, Tier::Fuzz, Tier::Host, Tier::Vm]
     } else {
         args.tier.clone()
     };
@@ -163,8 +173,12 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
         heading("tier 1: unit tests");
         reports.push(run_unit_tests()?);
     }
+    if tiers.contains(&Tier::Fuzz) {
+        heading("tier 2: fuzz targets");
+        reports.extend(run_fuzz_tests(args.fuzz_seconds)?);
+    }
     if tiers.contains(&Tier::Host) {
-        heading("tier 2: host integration tests");
+        heading("tier 3: host integration tests");
         reports.push(run_host_tests()?);
     }
     if tiers.contains(&Tier::Vm) {
@@ -222,6 +236,39 @@ fn run_unit_tests() -> Result<RunReport> {
             "--no-fail-fast",
         ],
     )
+}
+
+/// Runs every fuzz target for `seconds`, one test each: a target passes
+/// when the time runs out without a crash.
+fn run_fuzz_tests(seconds: u64) -> Result<Vec<RunReport>> {
+    let runs = fuzz::run_all(seconds)?;
+    let reports = runs
+        .iter()
+        .map(|run| {
+            let outcome = match &run.outcome {
+                FuzzOutcome::Passed => RunOutcome::Finished {
+                    counts: Counts {
+                        passed: 1,
+                        ..Counts::default()
+                    },
+                    clean: true,
+                },
+                FuzzOutcome::Crashed { .. } => RunOutcome::Failed {
+                    counts: Counts {
+                        failed: 1,
+                        ..Counts::default()
+                    },
+                    message: run.crash_message().unwrap_or_default(),
+                },
+                FuzzOutcome::Error(message) => RunOutcome::Error(message.clone()),
+            };
+            RunReport {
+                name: format!("fuzz {}", run.target),
+                outcome,
+            }
+        })
+        .collect();
+    Ok(reports)
 }
 
 fn integration_test_exists(name: &str) -> bool {
@@ -331,7 +378,7 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
             .collect());
     }
 
-    heading("tier 3: building the VM tests");
+    heading("tier 4: building the VM tests");
     let built = cargo::build_binaries().and_then(|()| build_vm_test_binary());
     let executable = match built {
         Ok(executable) => executable,
@@ -371,7 +418,7 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
     for (&series, name) in series_list.iter().zip(names) {
         let kernel = kernels::installed(series)?;
         heading(&format!(
-            "tier 3: VM integration tests on {} ({})",
+            "tier 4: VM integration tests on {} ({})",
             series, kernel.package
         ));
         let config = VmConfig {
@@ -427,6 +474,11 @@ fn print_summary(reports: &[RunReport]) -> ExitCode {
                 } else {
                     format!("{counts}, but the test runner exited unsuccessfully")
                 }
+            }
+            RunOutcome::Failed { counts, message } => {
+                total.add(*counts);
+                all_clean = false;
+                format!("{counts}: {message}")
             }
             RunOutcome::Skipped(reason) => format!("skipped: {reason}"),
             RunOutcome::Error(message) => {
