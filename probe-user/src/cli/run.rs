@@ -258,8 +258,15 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     };
 
     let count = compiled.probes.len();
-    eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" });
     output.format = args.format;
+    match output.format {
+        Format::Text => eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" }),
+        Format::Json => {
+            let line = json::attached_probes_line(count as u64);
+            let _ = output.writer.write_all(line.as_bytes());
+            let _ = output.writer.flush();
+        }
+    }
     loaded.run_begin().map_err(|err| CliError::runtime(err.to_string()))?;
 
     if let Some(child) = child.as_mut() {
@@ -286,6 +293,10 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let lost = loaded.lost();
     if lost > 0 {
         eprintln!("{lost} output record{} lost because the ring buffer was full (raise --buffer-size)", if lost == 1 { " was" } else { "s were" });
+        if output.format == Format::Json {
+            let _ = output.writer.write_all(json::lost_events_line(lost).as_bytes());
+            let _ = output.writer.flush();
+        }
     }
     Ok(())
 }
@@ -365,7 +376,6 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, 
                 if output.format == Format::Json {
                     let message = std::mem::take(&mut output.line);
                     output.line = json::printf_line(&message, None, None);
-                    output.line.push('\n');
                 }
                 if output.writer.write_all(output.line.as_bytes()).is_err() {
                     return Some(End::OutputClosed);
