@@ -435,8 +435,20 @@ pub(crate) async fn stream(
     if let Some(end) = print_records(loaded, compiled, output, limit) {
         return Ok(end);
     }
+    // Once a second, new losses are logged, which -v shows as they happen.
+    let mut loss_check = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut lost_before = 0;
     loop {
         tokio::select! {
+            _ = loss_check.tick() => {
+                if log::log_enabled!(log::Level::Info) {
+                    let lost = loaded.lost();
+                    if lost > lost_before {
+                        info!("{} output records lost in the last second because the ring buffer was full ({lost} in all)", lost - lost_before);
+                        lost_before = lost;
+                    }
+                }
+            }
             _ = interrupt.recv() => return Ok(End::Signal("SIGINT")),
             _ = terminate.recv() => return Ok(End::Signal("SIGTERM")),
             _ = hangup.recv() => return Ok(End::Signal("SIGHUP")),
