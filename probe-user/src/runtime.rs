@@ -12,7 +12,7 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        FEntry, FExit, KProbe, PerfEvent, ProgramError, RawTracePoint, TracePoint,
+        FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         RawTracePointRunOptions, TestRun,
     },
@@ -444,6 +444,43 @@ impl Loaded {
                 .map_err(|err| RuntimeError::Attach(format!("failed to run BEGIN/END: {}", error_chain(&err))))?;
         }
         Ok(())
+    }
+
+    /// Detaches and unloads every program but `BEGIN` and `END`, so that
+    /// no later event adds output. The maps and the ring buffer stay
+    /// readable, and `END` can still run.
+    pub fn detach_probes(&mut self) {
+        let Loaded { ebpf, begin, end, .. } = self;
+        let Some(ebpf) = ebpf.as_mut() else {
+            return;
+        };
+        for (name, program) in ebpf.programs_mut() {
+            if begin.iter().chain(end.iter()).any(|kept| kept == name) {
+                continue;
+            }
+            let result = match program {
+                Program::KProbe(program) => program.unload(),
+                Program::TracePoint(program) => program.unload(),
+                Program::RawTracePoint(program) => program.unload(),
+                Program::FEntry(program) => program.unload(),
+                Program::FExit(program) => program.unload(),
+                Program::PerfEvent(program) => program.unload(),
+                _ => Ok(()),
+            };
+            if let Err(err) = result {
+                log::warn!("failed to detach program {name}: {}", error_chain(&err));
+            }
+        }
+    }
+
+    /// Reads and drops every record in the ring buffer; returns how many
+    /// there were.
+    pub fn discard_records(&mut self) -> usize {
+        let mut count = 0;
+        while self.events.next().is_some() {
+            count += 1;
+        }
+        count
     }
 
     /// Detaches and unloads every program; the ring buffer stays readable.

@@ -396,6 +396,40 @@ fn end_runs_after_exit() {
     assert_eq!(outcome.stdout, "begin\nend END\n");
 }
 
+/// The probes are detached before END runs, so END's output is the last,
+/// even with a probe that every system call fires, the tool's own too.
+#[test]
+fn end_output_comes_last() {
+    if !can_load_bpf() {
+        return;
+    }
+    let outcome = probe_run_with_helper(
+        r#"tracepoint:raw_syscalls:sys_enter { printf("event %d\n", pid); } END { printf("end\n"); }"#,
+        "open-loop /etc/hostname 0 200",
+    )
+    .success();
+    assert!(outcome.stdout.lines().any(|line| line.starts_with("event ")), "{}", outcome.stderr);
+    assert_eq!(outcome.stdout.lines().last(), Some("end"));
+}
+
+/// Output that probes write after exit() is dropped, as in bpftrace.
+#[test]
+fn output_after_exit_is_dropped() {
+    if !can_load_bpf() {
+        return;
+    }
+    let outcome = probe_run_with_helper(
+        r#"tracepoint:syscalls:sys_enter_openat /pid == cpid/ {
+            printf("P %s\n", str(args.filename));
+            if (str(args.filename) == "/etc/hostname") { exit(); }
+        } END { printf("P end\n"); }"#,
+        "open /etc/hostname /etc/passwd /etc/group",
+    )
+    .success();
+    let lines = outcome.lines_with("P ");
+    assert_eq!(lines.iter().rev().take(2).collect::<Vec<_>>(), ["end", "/etc/hostname"], "{}", outcome.stdout);
+}
+
 #[test]
 fn end_runs_at_sigint() {
     if !can_load_bpf() {

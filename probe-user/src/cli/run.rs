@@ -275,8 +275,16 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None).await?;
     info!("stopping: {end}");
 
-    // END runs while the other probes are still attached, as in bpftrace;
-    // then everything is detached and the rest of the buffer printed.
+    // As in bpftrace, the probes are detached before END runs, so that
+    // END's output comes last. The records after an exit() are dropped,
+    // because the run ended there; bpftrace drops them too.
+    loaded.detach_probes();
+    if matches!(end, End::Exit) {
+        let dropped = loaded.discard_records();
+        if dropped > 0 {
+            info!("dropped {dropped} output records written after exit()");
+        }
+    }
     if !matches!(end, End::OutputClosed) {
         loaded.run_end().map_err(|err| CliError::runtime(err.to_string()))?;
     }
