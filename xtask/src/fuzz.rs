@@ -198,6 +198,11 @@ fn run_target(target: &str, seconds: u64) -> Result<FuzzOutcome> {
     };
     let artifact = probe_user_dir().join(artifact);
     let saved = save_regression(target, &artifact)?;
+
+    // The saved file is lost with the checkout when CI finds the crash, so
+    // the input also goes to the test log, as a Rust byte string literal.
+    let data = fs::read(&saved).with_context(|| format!("reading {} failed", saved.display()))?;
+    println!("the input: b\"{}\"", data.escape_ascii());
     Ok(FuzzOutcome::Crashed { problem, saved })
 }
 
