@@ -272,13 +272,21 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     if let Some(child) = child.as_mut() {
         child.release()?;
     }
-    let end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None).await?;
+    let mut end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None).await?;
     info!("stopping: {end}");
 
     // As in bpftrace, the probes are detached before END runs, so that
     // END's output comes last. The records after an exit() are dropped,
     // because the run ended there; bpftrace drops them too.
     loaded.detach_probes();
+    if !matches!(end, End::Exit | End::OutputClosed) {
+        // What the probes wrote before the detach and the tool has not
+        // read yet: the -c command may have exited, or a signal come,
+        // before an exit() record in it was read.
+        if let Some(stop) = print_records(&mut loaded, &compiled, &mut output, None) {
+            end = stop;
+        }
+    }
     if matches!(end, End::Exit) {
         let dropped = loaded.discard_records();
         if dropped > 0 {
