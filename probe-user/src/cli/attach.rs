@@ -80,6 +80,7 @@ pub fn run(args: &AttachArgs) -> Result<(), CliError> {
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .context("failed to start the async runtime")?;
     runtime.block_on(trace(args))

@@ -19,7 +19,10 @@ use crate::{
     btf::Btf,
     kernel::{self, KprobeSupport},
     runtime,
-    script::{compile::CompileOptions, span::Source},
+    script::{
+        compile::{self, CompileOptions},
+        span::Source,
+    },
     tracer::{Mechanism, MechanismChoice},
 };
 
@@ -63,6 +66,7 @@ pub async fn run(
 
     let mut options = CompileOptions::default();
     options.events_buffer = args.buffer_size;
+    options.map_size = compile::DEFAULT_MAP_SIZE;
     options.codegen.pid = args.pid;
     options.codegen.start_ktime_ns = run::monotonic_ns();
 
@@ -95,6 +99,9 @@ pub async fn run(
                 loaded.detach();
                 if !matches!(end, End::OutputClosed | End::CountReached) {
                     run::drain(&mut loaded, &compiled, &mut output);
+                }
+                if !matches!(end, End::OutputClosed) {
+                    run::finish_maps(&loaded, &mut output);
                 }
                 let lost = loaded.lost();
                 let mut summary = format!(
