@@ -228,3 +228,39 @@ fn aggregations_match_bpftrace() {
     assert_eq!(maps_section(&ours.1), maps_section(&text(&bpftrace.stdout)));
     let _ = fs::remove_file(file);
 }
+
+#[test]
+fn print_top_and_zero() {
+    // Keys 0..=4 with counts 1..=5, then print the top two, zero the map
+    // and print it again: the keys stay, the counts are 0.
+    let script = "BEGIN { $i = 0; unroll(5) { $i++; $j = 0; while ($j < $i) { @c[$i] = count(); $j++; } } \
+                  print(@c, 2); zero(@c); print(@c); clear(@c); exit(); }";
+    let (code, stdout, stderr) = probe_run(script, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("@c[")).collect();
+    assert_eq!(
+        lines,
+        ["@c[4]: 4", "@c[5]: 5", "@c[1]: 0", "@c[2]: 0", "@c[3]: 0", "@c[4]: 0", "@c[5]: 0"],
+        "{stdout}"
+    );
+}
+
+#[test]
+fn sigterm_prints_maps() {
+    let mut child = Command::new(bin("probe"))
+        .args(["run", "-e", "BEGIN { @started = 1; } tracepoint:raw_syscalls:sys_enter { @calls = count(); }"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("probe run starts");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: kill has no memory-safety preconditions; the child is ours.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().expect("probe run exits");
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(map_line(&stdout, "@started"), Some("1"), "{stdout}");
+    let calls: u64 = map_line(&stdout, "@calls").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(calls > 0, "{stdout}");
+    common::assert_nothing_attached("after SIGTERM");
+}
