@@ -37,8 +37,8 @@ const INTERNAL_ERROR: &str = "internal compiler error";
 /// Tracepoint formats of the fixed environment, as tracefs printed them on
 /// Linux 6.18 (x86_64). Between them they have an integer syscall argument,
 /// a `const char *` user pointer, a signed return value, a `__data_loc`
-/// string and a fixed `char` array.
-const FORMATS: [(&str, &str, &str); 5] = [
+/// string, a fixed `char` array and a fixed `unsigned long` array.
+const FORMATS: [(&str, &str, &str); 7] = [
     (
         "syscalls",
         "sys_enter_openat",
@@ -74,6 +74,40 @@ format:
 \tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;
 
 print fmt: \"0x%lx\", REC->ret
+",
+    ),
+    (
+        "syscalls",
+        "sys_exit_read",
+        "name: sys_exit_read
+ID: 841
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;
+
+print fmt: \"0x%lx\", REC->ret
+",
+    ),
+    (
+        "raw_syscalls",
+        "sys_enter",
+        "name: sys_enter
+ID: 443
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;
+
+print fmt: \"NR %ld (%lx, %lx, %lx, %lx, %lx, %lx)\", REC->id, REC->args[0], REC->args[1], REC->args[2], REC->args[3], REC->args[4], REC->args[5]
 ",
     ),
     (

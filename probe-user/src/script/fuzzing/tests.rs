@@ -92,7 +92,15 @@ fn fixed_formats_parse() {
 #[test]
 fn tracepoint_examples_compile() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for name in ["execsnoop.bt", "opensnoop.bt", "signals.bt", "syscall_errors.bt"] {
+    let names = [
+        "execsnoop.bt",
+        "opensnoop.bt",
+        "read_sizes.bt",
+        "signals.bt",
+        "syscall_counts.bt",
+        "syscall_errors.bt",
+    ];
+    for name in names {
         let path = examples.join(name);
         let text = fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {} failed: {error}", path.display()));
         let source = Source::new(name, text.as_str());
