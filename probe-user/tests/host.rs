@@ -92,3 +92,17 @@ fn probe_attach_matches_kprobe_attach() {
     assert!(stderr.starts_with("probe attach: error:"), "{stderr}");
     assert!(stderr.contains("did you mean: do_sys_openat2"), "{stderr}");
 }
+
+#[test]
+fn kretprobe_arguments_are_rejected() {
+    for (script, what) in [
+        ("kretprobe:do_sys_openat2 { print(arg0); }", "`arg0`"),
+        ("kretprobe:do_sys_openat2 { print(args.dfd); }", "`args.dfd`"),
+    ] {
+        let output = run(std::process::Command::new(common::bin("probe")).args(["run", "-e", script]));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{script}: {stderr}");
+        assert!(stderr.contains(&format!("{what} is not available in a kretprobe")), "{script}: {stderr}");
+        assert!(stderr.contains("use fexit:do_sys_openat2"), "{script}: {stderr}");
+    }
+}

@@ -266,8 +266,22 @@ impl Codegen<'_> {
         }
     }
 
+    /// Rejects function arguments in a kretprobe: at the return, the
+    /// argument registers hold whatever the function left in them.
+    fn reject_arguments_at_return(&mut self, what: &str, span: Span) -> Result<()> {
+        if let ProbeKind::Kretprobe { function } = &self.probe.kind {
+            let function = function.clone();
+            return Err(self.error(
+                Diagnostic::error(span, format!("{what} is not available in a kretprobe: the argument registers no longer hold the arguments at the return"))
+                    .with_hint(format!("use fexit:{function}, which keeps them, or save them at entry: `kprobe:{function} {{ @arg[tid] = arg0; }}`")),
+            ));
+        }
+        Ok(())
+    }
+
     fn raw_arg(&mut self, index: u32, span: Span) -> Result<Val> {
         let name = format!("arg{index}");
+        self.reject_arguments_at_return(&format!("`{name}`"), span)?;
         let offset = match &self.probe.args {
             ArgSource::Registers(_) if index < 6 => PT_REGS_ARGS[index as usize],
             ArgSource::Trampoline(signature) if index < signature.slots => (8 * index) as i16,
@@ -558,6 +572,7 @@ impl Codegen<'_> {
                 Ok(Val::Int { reg, ty })
             }
             ArgSource::Registers(Some(signature)) | ArgSource::Trampoline(signature) => {
+                self.reject_arguments_at_return(&format!("`args.{}`", field.text), field.span)?;
                 let Some((index, param)) = signature.params.iter().enumerate().find(|(_, p)| p.name == field.text) else {
                     let names: Vec<&str> = signature.params.iter().map(|p| p.name.as_str()).collect();
                     let function = self.probe.kind.function().unwrap_or("the function").to_owned();
