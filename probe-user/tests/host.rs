@@ -106,3 +106,22 @@ fn kretprobe_arguments_are_rejected() {
         assert!(stderr.contains("use fexit:do_sys_openat2"), "{script}: {stderr}");
     }
 }
+
+#[test]
+fn closed_stderr_is_not_a_crash() {
+    // `probe ... 2>&1 | head -1` closes stderr early; the tools must not
+    // panic (exit 101) when their messages can no longer be written.
+    let cases: [&[&str]; 2] = [&["run", "-e", "BEGIN { printf(\"x\\n\"); exit(); }"], &["attach", "nosuch_fn_x"]];
+    for args in cases {
+        let mut child = std::process::Command::new(common::bin("probe"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("probe starts");
+        drop(child.stderr.take());
+        let status = child.wait().expect("probe exits");
+        assert_ne!(status.code(), Some(101), "{args:?} panicked");
+        assert!(status.code().is_some(), "{args:?} was killed by a signal");
+    }
+}

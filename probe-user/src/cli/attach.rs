@@ -159,7 +159,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
         (Mechanism::Kprobe, false) => "kprobe",
         (Mechanism::Kprobe, true) => "kretprobe",
     };
-    eprintln!(
+    status!(
         "Tracing {} of {} with {mechanism}. Ctrl-C to end.",
         if args.return_probe { "returns" } else { "calls" },
         args.function,
@@ -194,7 +194,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
             losses.arguments
         ));
     }
-    eprintln!("{summary}");
+    status!("{summary}");
     Ok(())
 }
 

@@ -88,7 +88,7 @@ pub async fn run(
         match runtime::load(&compiled, &source, false, args.verbose > 0) {
             Ok(mut loaded) => {
                 info!("attached the script with {provider}");
-                eprintln!(
+                status!(
                     "Running the script at each {} of {} with {provider}. Ctrl-C to end.",
                     if args.return_probe { "return" } else { "call" },
                     args.function
@@ -112,7 +112,7 @@ pub async fn run(
                 if lost > 0 {
                     let _ = write!(summary, ", {lost} lost because the ring buffer was full (raise --buffer-size)");
                 }
-                eprintln!("{summary}");
+                status!("{summary}");
                 return Ok(());
             }
             Err(err) => {

@@ -5,6 +5,25 @@
 //! that cannot attach), 2 on a usage error (a bad option value, or a
 //! function that does not exist).
 
+/// Writes a line to standard error. Unlike `eprintln!`, which panics when
+/// stderr is a closed pipe (`probe run ... 2>&1 | head -1`), it ignores a
+/// failed write: there is nobody left to tell.
+macro_rules! status {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes text to standard error without a newline, ignoring a failed
+/// write as [`status!`] does.
+macro_rules! status_text {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod attach;
 mod attach_script;
 mod child;
@@ -85,7 +104,7 @@ fn finish(program: &str, result: Result<(), CliError>) -> ExitCode {
                 message.push_str(": ");
                 message.push_str(&cause.to_string());
             }
-            eprintln!("{program}: error: {message}");
+            status!("{program}: error: {message}");
             ExitCode::from(status)
         }
     }

@@ -170,12 +170,12 @@ pub fn compile_source(source: &Source, options: &CompileOptions) -> Result<Compi
     match result {
         Ok(compiled) => {
             if !compiled.warnings.is_empty() {
-                eprint!("{}", diagnostic::render_all(&compiled.warnings, source));
+                status_text!("{}", diagnostic::render_all(&compiled.warnings, source));
             }
             Ok(compiled)
         }
         Err(diagnostics) => {
-            eprint!("{}", diagnostic::render_all(&diagnostics, source));
+            status_text!("{}", diagnostic::render_all(&diagnostics, source));
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
             Err(CliError::usage(format!(
                 "the script has {errors} error{}",
@@ -228,7 +228,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
         Emit::Object(path) => {
             fs::write(&path, &compiled.object)
                 .map_err(|err| CliError::runtime(format!("failed to write {}: {err}", path.display())))?;
-            eprintln!("wrote {} ({} bytes)", path.display(), compiled.object.len());
+            status!("wrote {} ({} bytes)", path.display(), compiled.object.len());
             return Ok(());
         }
         Emit::Nothing => {}
@@ -249,7 +249,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
         }
     };
     let Some(mut output) = output else {
-        eprintln!(
+        status!(
             "compiled and loaded {} program{}; nothing was attached",
             compiled.probes.len(),
             if compiled.probes.len() == 1 { "" } else { "s" }
@@ -260,7 +260,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let count = compiled.probes.len();
     output.format = args.format;
     match output.format {
-        Format::Text => eprintln!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" }),
+        Format::Text => status!("Attaching {count} probe{}...", if count == 1 { "" } else { "s" }),
         Format::Json => {
             let line = json::attached_probes_line(count as u64);
             let _ = output.writer.write_all(line.as_bytes());
@@ -308,7 +308,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     }
     let lost = loaded.lost();
     if lost > 0 {
-        eprintln!("{lost} output record{} lost because the ring buffer was full (raise --buffer-size)", if lost == 1 { " was" } else { "s were" });
+        status!("{lost} output record{} lost because the ring buffer was full (raise --buffer-size)", if lost == 1 { " was" } else { "s were" });
         if output.format == Format::Json {
             let _ = output.writer.write_all(json::lost_events_line(lost).as_bytes());
             let _ = output.writer.flush();
@@ -325,10 +325,10 @@ pub(crate) fn finish_maps(loaded: &Loaded, output: &mut Output) {
             let _ = output.writer.write_all(text.as_bytes());
             let _ = output.writer.flush();
         }
-        Err(err) => eprintln!("probe: failed to print the maps: {err}"),
+        Err(err) => status!("probe: failed to print the maps: {err}"),
     }
     for line in loaded.dropped_updates() {
-        eprintln!("{line}");
+        status!("{line}");
     }
 }
 
