@@ -53,6 +53,11 @@ impl Kallsyms {
             .filter(move |symbol| symbol.is_text() && symbol.name == name)
     }
 
+    /// Returns the first symbol called `name`, of any type.
+    pub fn symbol(&self, name: &str) -> Option<&Symbol> {
+        self.symbols.iter().find(|symbol| symbol.name == name)
+    }
+
     /// Iterates over the names of every text symbol.
     pub fn text_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.symbols

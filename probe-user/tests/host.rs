@@ -125,3 +125,20 @@ fn closed_stderr_is_not_a_crash() {
         assert!(status.code().is_some(), "{args:?} was killed by a signal");
     }
 }
+
+#[test]
+fn script_argument_errors() {
+    let cases: &[(&str, &str)] = &[
+        ("", "the SCRIPT is empty"),
+        ("@", "missing file name after `@`"),
+        ("@/no/such/script.bt", "failed to read script file /no/such/script.bt"),
+        ("BEGIN { exit(); }", "the SCRIPT starts with a probe (`BEGIN`)"),
+        ("tracepoint:syscalls:sys_enter_openat { }", "use `probe run -e`"),
+    ];
+    for (script, expected) in cases {
+        let output = run(kprobe_attach().args(["do_sys_openat2", script]));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{script:?}: {stderr}");
+        assert!(stderr.contains(expected), "{script:?}: {stderr}");
+    }
+}

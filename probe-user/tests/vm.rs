@@ -442,3 +442,17 @@ fn example_vfs_read_latency() {
     assert!(stdout.contains("@us: \n"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("[0]") || l.starts_with("[1]") || l.starts_with("[2,")), "{stdout}");
 }
+
+#[test]
+fn data_symbol_is_not_a_function() {
+    // The Debian kernels list data symbols in /proc/kallsyms
+    // (CONFIG_KALLSYMS_ALL); jiffies is one.
+    let output = run(common::kprobe_attach().arg("jiffies"));
+    let stderr = text(&output.stderr);
+    if stderr.contains("not found") {
+        eprintln!("skipped: this kernel's /proc/kallsyms lists no data symbols");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`jiffies` is a data symbol"), "{stderr}");
+}

@@ -201,11 +201,29 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
 /// Returns the script text: the argument itself, or the contents of the
 /// file that `@FILE` names.
 fn read_script(argument: &str) -> Result<String, CliError> {
-    match argument.strip_prefix('@') {
+    let script = match argument.strip_prefix('@') {
+        Some("") => return Err(CliError::usage("missing file name after `@`: use @FILE to read the script from FILE")),
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|err| CliError::usage(format!("failed to read script file {path}: {err}"))),
-        None => Ok(argument.to_owned()),
+            .map_err(|err| CliError::usage(format!("failed to read script file {path}: {err}")))?,
+        None => argument.to_owned(),
+    };
+    if script.trim().is_empty() {
+        return Err(CliError::usage(
+            "the SCRIPT is empty: give an action block such as '{ printf(\"%s\\n\", comm); }', or leave it out to print every call",
+        ));
     }
+    let first_word = script
+        .trim_start()
+        .split(|c: char| c.is_whitespace() || c == '{' || c == '/' || c == ',')
+        .next()
+        .unwrap_or("");
+    if first_word.contains(':') || first_word == "BEGIN" || first_word == "END" {
+        return Err(CliError::usage(format!(
+            "the SCRIPT starts with a probe (`{first_word}`), but kprobe-attach takes one action block for its function: \
+             an optional /predicate/ and {{ ... }}; run a script with its own probes with `probe run -e`"
+        )));
+    }
+    Ok(script)
 }
 
 /// Checks that `function` is a text symbol in kallsyms, and otherwise
@@ -214,6 +232,12 @@ pub(crate) fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<()
     let kallsyms = Kallsyms::read().context("failed to read /proc/kallsyms")?;
     if kallsyms.text_symbols(function).next().is_some() {
         return Ok(());
+    }
+    if let Some(symbol) = kallsyms.symbol(function) {
+        return Err(CliError::usage(format!(
+            "`{function}` is a data symbol (type {} in /proc/kallsyms), not a function; only functions can be traced",
+            symbol.kind
+        )));
     }
     let btf_names = btf.into_iter().flat_map(|btf| btf.function_names());
     let candidates = kallsyms.text_names().chain(btf_names);
