@@ -133,7 +133,7 @@ fn script_argument_errors() {
         ("@", "missing file name after `@`"),
         ("@/no/such/script.bt", "failed to read script file /no/such/script.bt"),
         ("BEGIN { exit(); }", "the SCRIPT starts with a probe (`BEGIN`)"),
-        ("tracepoint:syscalls:sys_enter_openat { }", "use `probe run -e`"),
+        ("tracepoint:syscalls:sys_enter_openat { }", "with its own probes with `probe run -e`"),
     ];
     for (script, expected) in cases {
         let output = run(kprobe_attach().args(["do_sys_openat2", script]));
