@@ -78,7 +78,7 @@ pub fn parse(format: &str) -> Result<Vec<Segment>, FormatError> {
         }
         let mut length = String::new();
         while let Some(&(_, c)) = chars.peek() {
-            if matches!(c, 'h' | 'l' | 'j' | 'z' | 't' | 'L' | 'q') && length.len() < 2 {
+            if matches!(c, 'h' | 'l' | 'j' | 'z' | 't') && length.len() < 2 {
                 length.push(c);
                 chars.next();
             } else {
@@ -89,7 +89,7 @@ pub fn parse(format: &str) -> Result<Vec<Segment>, FormatError> {
             "" => None,
             "hh" => Some(1),
             "h" => Some(2),
-            "l" | "ll" | "j" | "z" | "t" | "q" | "L" => Some(8),
+            "l" | "ll" | "j" | "z" | "t" => Some(8),
             other => {
                 return Err(FormatError {
                     offset: start,
@@ -110,7 +110,7 @@ pub fn parse(format: &str) -> Result<Vec<Segment>, FormatError> {
         if !CONVERSIONS.split(' ').any(|c| c.starts_with(kind)) {
             return Err(FormatError {
                 offset: start,
-                message: format!("unknown conversion `%{kind}`; use one of %{}", CONVERSIONS.replace(' ', " %")),
+                message: format!("unknown conversion `%{}`; use one of %{}", kind.escape_debug(), CONVERSIONS.replace(' ', " %")),
             });
         }
         conversion.kind = kind;
@@ -313,7 +313,9 @@ mod tests {
     fn rejects_unknown_conversion() {
         let err = parse("value %q\n").err().expect("fails");
         assert_eq!(err.offset, 6);
-        assert!(err.message.contains("unknown conversion `%\n`") || err.message.contains("length"), "{}", err.message);
+        assert!(err.message.contains("unknown conversion `%q`"), "{}", err.message);
+        let err = parse("value %\n").err().expect("fails");
+        assert!(err.message.contains("unknown conversion `%\\n`"), "the newline is escaped: {}", err.message);
         let err = parse("value %y").err().expect("fails");
         assert!(err.message.contains("unknown conversion `%y`"), "{}", err.message);
     }

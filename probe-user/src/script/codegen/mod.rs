@@ -514,6 +514,7 @@ impl Codegen<'_> {
         match value {
             Val::Int { ty, .. } => format!("an integer ({}int{})", if ty.signed { "" } else { "u" }, ty.bytes * 8),
             Val::Ptr { pointee, .. } => match self.env.btf() {
+                _ if *pointee == expr::CHAR_POINTEE => "a pointer (char *)".into(),
                 Some(btf) if *pointee != 0 => format!("a pointer ({} *)", btf.type_name(*pointee)),
                 _ => "a pointer".into(),
             },
