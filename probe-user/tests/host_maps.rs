@@ -264,3 +264,14 @@ fn sigterm_prints_maps() {
     assert!(calls > 0, "{stdout}");
     common::assert_nothing_attached("after SIGTERM");
 }
+
+#[test]
+fn run_ends_when_the_p_process_exits() {
+    let mut sleeper = Command::new("sleep").arg("1").spawn().expect("sleep starts");
+    let pid = sleeper.id().to_string();
+    let (code, stdout, stderr) = probe_run("tracepoint:raw_syscalls:sys_enter { @calls = count(); }", &["-p", &pid]);
+    let _ = sleeper.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    // The sleep makes at least its exit system calls while traced.
+    assert!(map_line(&stdout, "@calls").is_some(), "{stdout}");
+}

@@ -94,7 +94,8 @@ pub async fn run(
                     args.function
                 );
                 let mut output = Output::open(None)?;
-                let end = run::stream(&mut loaded, &compiled, &mut output, None, signals, args.count).await?;
+                let target = args.pid.and_then(super::child::WatchedProcess::new);
+                let end = run::stream(&mut loaded, &compiled, &mut output, None, signals, args.count, target.as_ref()).await?;
                 info!("stopping: {end}");
                 loaded.detach();
                 if !matches!(end, End::OutputClosed | End::CountReached) {

@@ -214,6 +214,38 @@ impl Drop for HeldChild {
     }
 }
 
+/// A process that the run follows with `-p`: the run ends when it exits.
+pub struct WatchedProcess {
+    pidfd: AsyncFd<OwnedFd>,
+}
+
+impl WatchedProcess {
+    /// Starts watching `pid`. Returns `None` when the kernel has no pidfd
+    /// (before Linux 5.3); the run then simply does not end on its own.
+    pub fn new(pid: u32) -> Option<WatchedProcess> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor that we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just returned to us.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the descriptor for its whole life.
+        let pidfd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }.ok()?;
+        Some(WatchedProcess { pidfd })
+    }
+
+    /// Waits until the process exits.
+    pub async fn exited(&self) {
+        if let Ok(mut guard) = self.pidfd.readable().await {
+            guard.retain_ready();
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Finds `program` the way `execvp` would: a name with a slash is a path,
 /// anything else is searched in `PATH`.
 pub fn find_executable(program: &str) -> Option<PathBuf> {

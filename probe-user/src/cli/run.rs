@@ -15,7 +15,10 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use super::{CliError, child::HeldChild};
+use super::{
+    CliError,
+    child::{HeldChild, WatchedProcess},
+};
 use crate::{
     kernel,
     runtime::{self, Format, Loaded, Record},
@@ -272,7 +275,8 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     if let Some(child) = child.as_mut() {
         child.release()?;
     }
-    let mut end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None).await?;
+    let target = args.pid.and_then(WatchedProcess::new);
+    let mut end = stream(&mut loaded, &compiled, &mut output, child.as_mut(), [&mut interrupt, &mut terminate, &mut hangup], None, target.as_ref()).await?;
     info!("stopping: {end}");
 
     // As in bpftrace, the probes are detached before END runs, so that
@@ -339,6 +343,7 @@ pub enum End {
     ChildExited,
     OutputClosed,
     CountReached,
+    TargetExited,
 }
 
 impl std::fmt::Display for End {
@@ -349,6 +354,7 @@ impl std::fmt::Display for End {
             End::ChildExited => f.write_str("the -c command exited"),
             End::OutputClosed => f.write_str("the output was closed"),
             End::CountReached => f.write_str("the --count limit was reached"),
+            End::TargetExited => f.write_str("the -p process exited"),
         }
     }
 }
@@ -439,6 +445,7 @@ pub(crate) async fn stream(
     mut child: Option<&mut HeldChild>,
     signals: [&mut tokio::signal::unix::Signal; 3],
     limit: Option<u64>,
+    target: Option<&WatchedProcess>,
 ) -> Result<End, CliError> {
     let [interrupt, terminate, hangup] = signals;
     // SAFETY: the ring buffer's descriptor belongs to `loaded`, which
@@ -468,6 +475,12 @@ pub(crate) async fn stream(
             _ = interrupt.recv() => return Ok(End::Signal("SIGINT")),
             _ = terminate.recv() => return Ok(End::Signal("SIGTERM")),
             _ = hangup.recv() => return Ok(End::Signal("SIGHUP")),
+            _ = async {
+                match target {
+                    Some(target) => target.exited().await,
+                    None => std::future::pending().await,
+                }
+            } => return Ok(End::TargetExited),
             exited = async {
                 match child.as_mut() {
                     Some(child) => child.wait_exit().await,
