@@ -75,6 +75,37 @@ fn config_value(config: &str, option: &str) -> ConfigValue {
     ConfigValue::NotSet
 }
 
+/// Explains why `function` cannot be traced, from the kernel's own lists:
+/// the functions ftrace can attach to (`available_filter_functions`) and
+/// the kprobe blacklist. Returns `None` when neither list says anything,
+/// or when they cannot be read.
+pub fn untraceable_reason(function: &str) -> Option<String> {
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let path = format!("{root}/available_filter_functions");
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let listed = text
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(function));
+        if !listed {
+            return Some(format!(
+                "`{function}` is not in {path}: the kernel cannot trace it because it is marked notrace, \
+                 inlined into its callers, or otherwise excluded from tracing; trace a caller or a tracepoint instead"
+            ));
+        }
+        break;
+    }
+    if let Ok(text) = fs::read_to_string("/sys/kernel/debug/kprobes/blacklist") {
+        if text.lines().any(|line| line.split_whitespace().nth(1) == Some(function)) {
+            return Some(format!(
+                "`{function}` is on the kernel's kprobe blacklist (/sys/kernel/debug/kprobes/blacklist): probing it could crash the kernel"
+            ));
+        }
+    }
+    None
+}
+
 /// Tells whether the current process runs with effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

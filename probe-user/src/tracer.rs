@@ -179,6 +179,9 @@ pub fn attach(request: &TraceRequest) -> Result<Attached, AttachError> {
         }
     }
 
+    if let Some(reason) = kernel::untraceable_reason(&request.function) {
+        reasons.push(reason);
+    }
     Err(AttachError::NoMechanism {
         function: request.function.clone(),
         release: kernel::release(),

@@ -456,3 +456,18 @@ fn data_symbol_is_not_a_function() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`jiffies` is a data symbol"), "{stderr}");
 }
+
+#[test]
+fn untraceable_function_is_explained() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    // memcpy is written in assembly and never traceable; both mechanisms
+    // fail, and the message says why instead of only giving errnos.
+    let output = run(common::kprobe_attach().arg("memcpy"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`memcpy` is not in"), "{stderr}");
+    assert!(stderr.contains("available_filter_functions"), "{stderr}");
+    assert_nothing_attached("after an untraceable function");
+}

@@ -123,6 +123,9 @@ pub async fn run(
         }
     }
 
+    if let Some(reason) = kernel::untraceable_reason(&args.function) {
+        reasons.push(reason);
+    }
     Err(CliError::runtime(format!(
         "cannot attach to kernel function `{}` on this kernel (Linux {}):\n{}\n\
          tracepoints, raw tracepoints, uprobes and perf events still work on this kernel: \
