@@ -5,6 +5,7 @@
 //! on Debian's cloud kernels. `setup` installs those kernels and the tools,
 //! `vm` runs one command in such a VM, and `test` runs every test tier.
 
+mod bench;
 mod cargo;
 mod command;
 mod demo;
@@ -25,7 +26,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Development tasks: setup, test VMs, tests and the demo"
+    about = "Development tasks: setup, test VMs, tests, the demo and the bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,9 @@ enum Command {
     Test(test::TestArgs),
     /// Show kprobe-attach tracing do_sys_openat2 on each test kernel.
     Demo,
+    /// Compare `probe run` with bpftrace on the host kernel: start-up,
+    /// per-event cost, throughput, memory and size, and compile time.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Vm(args) => vm::run_command(args),
         Command::Test(args) => test::run(args),
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
