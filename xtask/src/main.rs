@@ -41,8 +41,8 @@ enum Command {
     /// Boot a test kernel in QEMU, run COMMAND in it and exit with its
     /// status (124 when the VM times out, 125 when it fails otherwise).
     Vm(vm::VmArgs),
-    /// Run setup, then the unit, fuzz, host and VM test tiers, and print a
-    /// summary.
+    /// Run setup, then the unit, fuzz, host, bench-smoke and VM test
+    /// tiers, and print a summary.
     Test(test::TestArgs),
     /// Show kprobe-attach tracing do_sys_openat2 on each test kernel.
     Demo,

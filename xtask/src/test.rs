@@ -1,4 +1,4 @@
-//! `cargo xtask test`: the four test tiers and their summary.
+//! `cargo xtask test`: the test tiers and their summary.
 //!
 //! 1. unit: `cargo test --lib --bins` over the workspace.
 //! 2. fuzz: each cargo-fuzz target in `probe-user/fuzz/` for a bounded
@@ -7,7 +7,12 @@
 //!    as root.
 //! 4. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
 //!
-//! The counts of the other tiers come from libtest's `test result:` lines.
+//! Between the host and the VM tier, `bench-smoke` runs `cargo xtask bench
+//! --smoke` once and counts as one test: it fails only when a bench case
+//! does not run, never on timings, and is skipped without bpftrace.
+//!
+//! The counts of the tiers other than fuzz and bench-smoke come from
+//! libtest's `test result:` lines.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -18,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use cargo_metadata::Message;
 use clap::{Args, ValueEnum};
 
+use crate::bench;
 use crate::cargo;
 use crate::fuzz::{self, FuzzOutcome};
 use crate::initramfs::GuestFile;
@@ -28,7 +34,7 @@ use crate::vm::{self, Accel, VmConfig, VmOutcome};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// Run only this tier (repeatable). All four run by default.
+    /// Run only this tier (repeatable). All of them run by default.
     #[arg(long, value_enum)]
     tier: Vec<Tier>,
 
@@ -51,6 +57,7 @@ enum Tier {
     Unit,
     Fuzz,
     Host,
+    BenchSmoke,
     Vm,
 }
 
@@ -158,7 +165,13 @@ impl ResultCollector {
 pub fn run(args: TestArgs) -> Result<ExitCode> {
     setup::run()?;
     let tiers = if args.tier.is_empty() {
-        vec![Tier::Unit, Tier::Fuzz, Tier::Host, Tier::Vm]
+        vec![
+            Tier::Unit,
+            Tier::Fuzz,
+            Tier::Host,
+            Tier::BenchSmoke,
+            Tier::Vm,
+        ]
     } else {
         args.tier.clone()
     };
@@ -180,6 +193,10 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     if tiers.contains(&Tier::Host) {
         heading("tier 3: host integration tests");
         reports.push(run_host_tests()?);
+    }
+    if tiers.contains(&Tier::BenchSmoke) {
+        heading("tier 3b: bench smoke run");
+        reports.push(run_bench_smoke());
     }
     if tiers.contains(&Tier::Vm) {
         reports.extend(run_vm_tests(
@@ -322,6 +339,35 @@ fn run_host_tests() -> Result<RunReport> {
     }
     args.extend(["--", "--test-threads=1"]);
     run_cargo_test("host", &args)
+}
+
+/// Runs `cargo xtask bench --smoke`, counted as one test.
+fn run_bench_smoke() -> RunReport {
+    let outcome = match bench::run_smoke() {
+        Ok(Some(reason)) => RunOutcome::Skipped(reason),
+        Ok(None) => RunOutcome::Finished {
+            counts: Counts {
+                passed: 1,
+                ..Counts::default()
+            },
+            clean: true,
+        },
+        Err(error) => {
+            let message = format!("{error:#}");
+            eprintln!("error: {message}");
+            RunOutcome::Failed {
+                counts: Counts {
+                    failed: 1,
+                    ..Counts::default()
+                },
+                message,
+            }
+        }
+    };
+    RunReport {
+        name: "bench-smoke".to_owned(),
+        outcome,
+    }
 }
 
 /// Builds the VM test binary and returns its path.
