@@ -107,7 +107,7 @@ struct Row {
     unit: String,
     ours: Vec<f64>,
     bpftrace: Vec<f64>,
-    /// Why the row has no figures, when it was not run.
+    /// The reason the row has no figures, when it was not run.
     not_run: Option<String>,
 }
 
@@ -276,7 +276,7 @@ impl Tools {
     }
 }
 
-/// The order of the two tools in run `index`, alternated so that neither
+/// Returns the order of the two tools in run `index`, alternated so that neither
 /// always runs on a machine the other has just warmed.
 fn tool_order(index: usize) -> [Tool; 2] {
     if index % 2 == 0 {
@@ -364,7 +364,8 @@ enum Signal {
     Event,
 }
 
-/// What a reader thread saw on one output stream.
+/// Counts and status lines that a reader thread collected from one
+/// output stream.
 #[derive(Default)]
 struct StreamSummary {
     /// Lines that are neither status lines nor map output: the printf
@@ -391,7 +392,7 @@ fn parse_lost(line: &str) -> Option<u64> {
     None
 }
 
-/// Whether `line` is a status line, a map printed at exit, or a warning,
+/// Returns whether `line` is a status line, a map printed at exit, or a warning,
 /// not the output of a printf the bench expects.
 fn is_status_line(line: &str) -> bool {
     line.is_empty()
@@ -550,7 +551,7 @@ impl Session {
 }
 
 fn getppid() {
-    // SAFETY: getppid takes no arguments and cannot fail.
+    // SAFETY: getppid takes no arguments and touches no memory of ours.
     unsafe { libc::syscall(libc::SYS_getppid) };
 }
 
@@ -962,27 +963,31 @@ fn print_table(report: &Report) {
         "ours/bpftrace",
     ];
     let mut lines = vec![header.map(str::to_owned).to_vec()];
+    for row in report.rows.iter().filter(|row| row.not_run.is_none()) {
+        lines.push(vec![
+            row.case.clone(),
+            row.metric.clone(),
+            row.unit.clone(),
+            format_spread(&row.ours),
+            format_spread(&row.bpftrace),
+            format_spread(&row.ratios()),
+        ]);
+    }
+
+    // Rows that were not run print their reason after the unit column, so
+    // the long reason does not widen the figure columns.
+    let mut not_run = Vec::new();
     for row in &report.rows {
-        let cells = match &row.not_run {
-            Some(reason) => vec![
+        if let Some(reason) = &row.not_run {
+            not_run.push(vec![
                 row.case.clone(),
                 row.metric.clone(),
                 row.unit.clone(),
                 reason.clone(),
-                String::new(),
-                String::new(),
-            ],
-            None => vec![
-                row.case.clone(),
-                row.metric.clone(),
-                row.unit.clone(),
-                format_spread(&row.ours),
-                format_spread(&row.bpftrace),
-                format_spread(&row.ratios()),
-            ],
-        };
-        lines.push(cells);
+            ]);
+        }
     }
+
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             lines
@@ -992,7 +997,7 @@ fn print_table(report: &Report) {
                 .unwrap_or(0)
         })
         .collect();
-    for cells in &lines {
+    for cells in lines.iter().chain(&not_run) {
         let text: Vec<String> = cells
             .iter()
             .zip(&widths)
@@ -1000,6 +1005,7 @@ fn print_table(report: &Report) {
             .collect();
         println!("{}", text.join("  ").trim_end());
     }
+
     println!("\ncommands:");
     for (case, line) in &report.commands {
         println!("  [{case}] {line}");
