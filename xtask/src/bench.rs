@@ -974,8 +974,7 @@ fn print_table(report: &Report) {
         ]);
     }
 
-    // Rows that were not run print their reason after the unit column, so
-    // the long reason does not widen the figure columns.
+    // Rows that were not run print their reason after the unit column.
     let mut not_run = Vec::new();
     for row in &report.rows {
         if let Some(reason) = &row.not_run {
@@ -990,8 +989,12 @@ fn print_table(report: &Report) {
 
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
+            // The reason of a not-run row sits in the "ours" column and
+            // is left out of that column's width.
+            let labels = not_run.iter().filter(|_| column < 3);
             lines
                 .iter()
+                .chain(labels)
                 .map(|cells| cells[column].len())
                 .max()
                 .unwrap_or(0)
