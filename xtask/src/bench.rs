@@ -156,7 +156,7 @@ fn spread(samples: &[f64]) -> Option<Spread> {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 0 {
+    let median = if sorted.len().is_multiple_of(2) {
         (sorted[middle - 1] + sorted[middle]) / 2.0
     } else {
         sorted[middle]
@@ -279,7 +279,7 @@ impl Tools {
 /// Returns the order of the two tools in run `index`, alternated so that neither
 /// always runs on a machine the other has just warmed.
 fn tool_order(index: usize) -> [Tool; 2] {
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         [Tool::Ours, Tool::Bpftrace]
     } else {
         [Tool::Bpftrace, Tool::Ours]
