@@ -5,9 +5,9 @@
 //!
 //! Keys and values follow the byte layout documented in
 //! [`crate::script::aggregate`]. A map's key and value types are fixed by
-//! its first assignment in the script; the compiler runs code generation
-//! twice so that a read that comes before the assignment in the text (a
-//! kretprobe written above its kprobe) still knows the types.
+//! its first assignment in the script. The compiler runs code generation
+//! twice, so a read that comes before the assignment in the text (a
+//! kretprobe written above its kprobe) still has the types.
 
 use std::collections::HashMap;
 
@@ -59,7 +59,7 @@ pub struct MapDecl {
 }
 
 impl MapTable {
-    /// Every map, in order of first assignment.
+    /// Returns every map, in order of first assignment.
     pub fn maps(&self) -> &[MapDecl] {
         &self.maps
     }
@@ -69,12 +69,12 @@ impl MapTable {
         Some((index, &self.maps[index]))
     }
 
-    /// The `MapRef` of map number `index`.
+    /// Returns the `MapRef` of map number `index`.
     pub fn map_ref(index: usize) -> MapRef {
         MapRef(FIRST_SCRIPT_MAP + index as u32)
     }
 
-    /// The largest value slot of any map, for sizing the zero map.
+    /// Returns the largest value slot of any map, which sizes the zero map.
     pub fn largest_value(&self) -> usize {
         self.maps
             .iter()
@@ -84,7 +84,7 @@ impl MapTable {
     }
 }
 
-/// The bytes a map key takes: 8 for a map without keys.
+/// Returns the bytes a map key takes: 8 for a map without keys.
 pub fn key_size(key: &[KeyPartType]) -> usize {
     if key.is_empty() {
         8
@@ -255,7 +255,7 @@ impl Codegen<'_> {
     }
 
     /// Returns a pointer to the value of `key` in map `index`, creating a
-    /// zeroed entry when there is none; jumps to `skip` when the map is
+    /// zeroed entry when there is none. Jumps to `skip` when the map is
     /// full.
     fn entry_pointer(&mut self, index: usize, key: Slot, skip: Label) -> VReg {
         let map = MapTable::map_ref(index);
@@ -488,8 +488,9 @@ impl Codegen<'_> {
         self.f.push(Inst::AtomicAdd { size: Size::DW, base: pointer, off: offset, src: addend });
     }
 
-    /// Adds one to counter `bucket` of the value at `pointer`, with the
-    /// bucket clamped to `last` so that the verifier sees a bounded access.
+    /// Adds one to counter `bucket` of the value at `pointer`. The bucket
+    /// is clamped to `last` because the verifier accepts only a bounded
+    /// offset into a map value.
     fn increment_bucket(&mut self, pointer: VReg, bucket: VReg, last: i32) {
         let in_range = self.f.label();
         self.f.push(Inst::Branch { op: JmpOp::Le, lhs: bucket, rhs: Value::Imm(last), target: in_range });
@@ -502,9 +503,9 @@ impl Codegen<'_> {
         self.add_at(address, 0, None);
     }
 
-    /// The `hist()` bucket of `value`: 0 below zero, 1 for zero, and
-    /// `2 + floor(log2(value))` above, found by a branch-free-of-loops
-    /// binary search over the bit width.
+    /// Computes the `hist()` bucket of `value`: 0 below zero, 1 for zero,
+    /// and `2 + floor(log2(value))` above, found by a binary search over
+    /// the bit width without loops.
     fn hist_bucket(&mut self, value: VReg) -> VReg {
         let bucket = self.f.vreg();
         let done = self.f.label();
@@ -527,8 +528,8 @@ impl Codegen<'_> {
         bucket
     }
 
-    /// The `lhist()` row of `value`: 0 below `min`, then one row per
-    /// `step`, with everything at or above the last row's end in the
+    /// Computes the `lhist()` row of `value`: 0 below `min`, then one row
+    /// per `step`, with everything at or above the last row's end in the
     /// overflow row.
     fn lhist_bucket(&mut self, value: VReg, params: LhistParams) -> VReg {
         let bucket = self.f.vreg();
@@ -742,8 +743,8 @@ fn value_description(value: &ValueKind) -> String {
     }
 }
 
-/// Whether a later assignment may store `new` into a map declared with
-/// `declared`.
+/// Tells whether a later assignment may store `new` into a map declared
+/// with `declared`.
 fn value_compatible(declared: &ValueKind, new: &ValueKind) -> bool {
     match (declared, new) {
         (ValueKind::Int { .. }, ValueKind::Int { .. }) => true,
