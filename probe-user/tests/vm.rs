@@ -471,3 +471,18 @@ fn untraceable_function_is_explained() {
     assert!(stderr.contains("available_filter_functions"), "{stderr}");
     assert_nothing_attached("after an untraceable function");
 }
+
+#[test]
+fn tracer_ends_when_p_process_exits() {
+    if !kernel_supports("kprobe") {
+        return;
+    }
+    let mut sleeper = std::process::Command::new("sleep").arg("3").spawn().expect("sleep starts");
+    let pid = sleeper.id().to_string();
+    let output = run(common::kprobe_attach().args(["-p", &pid, FUNCTION]));
+    let _ = sleeper.wait();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("calls traced"), "{stderr}");
+    assert_nothing_attached("after the -p process exited");
+}

@@ -72,6 +72,7 @@ enum StreamEnd {
     Signal(&'static str),
     CountReached,
     OutputClosed,
+    TargetExited,
 }
 
 /// Runs the attach command to completion.
@@ -166,12 +167,14 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
     );
 
     let mut seen: u64 = 0;
+    let target = args.pid.and_then(super::child::WatchedProcess::new);
     let end = stream_events(
         &mut attached,
         &formatter,
         args.count,
         &mut seen,
         [&mut interrupt, &mut terminate, &mut hangup],
+        target.as_ref(),
     )
     .await?;
 
@@ -181,6 +184,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
         StreamEnd::Signal(name) => info!("received {name}, detached"),
         StreamEnd::CountReached => info!("printed {seen} calls, detached"),
         StreamEnd::OutputClosed => info!("output closed, detached"),
+        StreamEnd::TargetExited => info!("the -p process exited, detached"),
     }
     let mut summary = format!(
         "{seen} {} traced, {} {} lost (ring buffer full)",
@@ -261,6 +265,7 @@ async fn stream_events(
     limit: Option<u64>,
     seen: &mut u64,
     signals: [&mut tokio::signal::unix::Signal; 3],
+    target: Option<&super::child::WatchedProcess>,
 ) -> Result<StreamEnd, CliError> {
     let [interrupt, terminate, hangup] = signals;
     // SAFETY: both descriptors belong to maps owned by `attached`, which
@@ -289,6 +294,12 @@ async fn stream_events(
     loop {
         tokio::select! {
             _ = interrupt.recv() => return Ok(StreamEnd::Signal("SIGINT")),
+            _ = async {
+                match target {
+                    Some(target) => target.exited().await,
+                    None => std::future::pending().await,
+                }
+            } => return Ok(StreamEnd::TargetExited),
             _ = terminate.recv() => return Ok(StreamEnd::Signal("SIGTERM")),
             _ = hangup.recv() => return Ok(StreamEnd::Signal("SIGHUP")),
             ready = async {
