@@ -142,3 +142,20 @@ fn script_argument_errors() {
         assert!(stderr.contains(expected), "{script:?}: {stderr}");
     }
 }
+
+#[test]
+fn list_functions_and_tracepoints() {
+    let list = |args: &[&str]| {
+        let output = run(std::process::Command::new(common::bin("probe")).arg("list").args(args));
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let functions = list(&["do_sys_openat*"]);
+    assert!(functions.lines().any(|l| l == "kprobe:do_sys_openat2"), "{functions}");
+    let verbose = list(&["-v", "kprobe:do_sys_openat2"]);
+    assert!(verbose.contains("do_sys_openat2(int dfd, const char * filename"), "{verbose}");
+    let tracepoints = list(&["-v", "tracepoint:syscalls:sys_enter_openat"]);
+    assert!(tracepoints.starts_with("tracepoint:syscalls:sys_enter_openat\n"), "{tracepoints}");
+    assert!(tracepoints.contains("    const char * filename\n"), "{tracepoints}");
+    assert!(list(&["zzqx_no_such_probe_*"]).is_empty());
+}

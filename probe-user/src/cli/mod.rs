@@ -27,6 +27,7 @@ macro_rules! status_text {
 pub mod attach;
 mod attach_script;
 mod child;
+pub mod list;
 pub mod run;
 
 use std::process::ExitCode;
@@ -133,6 +134,9 @@ enum ProbeCommand {
     Attach(attach::AttachArgs),
     /// Compile and run a script in bpftrace's language.
     Run(run::RunArgs),
+    /// List the probes this kernel offers: kernel functions, tracepoints,
+    /// raw tracepoints and LSM hooks.
+    List(list::ListArgs),
 }
 
 const EXIT_STATUS_HELP: &str =
@@ -156,6 +160,10 @@ pub fn probe_main() -> ExitCode {
         ProbeCommand::Run(args) => {
             init_logging(args.verbose);
             finish("probe run", run::run(&args))
+        }
+        ProbeCommand::List(args) => {
+            init_logging(0);
+            finish("probe list", list::run(&args))
         }
     }
 }

@@ -1,0 +1,182 @@
+//! `probe list [PATTERN]`: the probes this kernel offers, as scripts name
+//! them: kernel functions (`kprobe:`), tracepoints, raw tracepoints and LSM
+//! hooks.
+
+use std::{
+    collections::BTreeSet,
+    io::{self, Write as _},
+};
+
+use super::CliError;
+use crate::{btf::Btf, btf::Kind, kallsyms::Kallsyms, tracepoint};
+
+/// Options of `probe list`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ListArgs {
+    /// Glob of the probes to list, with `*` and `?`: matched against the
+    /// whole name (`kprobe:vfs_*`, `tracepoint:syscalls:*`) when it
+    /// contains a `:`, otherwise against the part after the provider
+    /// (`vfs_*`).
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+
+    /// Also print each function's prototype from BTF and each
+    /// tracepoint's fields.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Matches `text` against a glob where `*` is any run of characters and
+/// `?` any one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Lists the matching probes on standard output.
+pub fn run(args: &ListArgs) -> Result<(), CliError> {
+    let pattern = args.pattern.as_deref().unwrap_or("*");
+    let matches = |provider: &str, target: &str| {
+        if pattern.contains(':') {
+            glob_match(pattern, &format!("{provider}:{target}"))
+        } else {
+            glob_match(pattern, target)
+        }
+    };
+    let btf = Btf::from_sys_fs().ok();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut write = |line: String| -> bool { writeln!(out, "{line}").is_ok() };
+
+    // Kernel functions: BTF functions and kallsyms text symbols, once each.
+    let mut functions: BTreeSet<String> = BTreeSet::new();
+    if let Some(btf) = &btf {
+        functions.extend(btf.function_names().filter(|name| !name.starts_with("bpf_lsm_")).map(str::to_owned));
+    }
+    if let Ok(kallsyms) = Kallsyms::read() {
+        functions.extend(kallsyms.text_names().filter(|name| !name.starts_with("__pfx_")).map(str::to_owned));
+    }
+    for function in functions.iter().filter(|f| matches("kprobe", f)) {
+        let mut line = format!("kprobe:{function}");
+        if args.verbose > 0 {
+            if let Some(prototype) = btf.as_ref().and_then(|btf| prototype(btf, function)) {
+                line = format!("{line}\n    {prototype}");
+            }
+        }
+        if !write(line) {
+            return Ok(());
+        }
+    }
+
+    if let Ok(events) = tracepoint::list_all() {
+        for event in events {
+            let Some((category, name)) = event.split_once(':') else {
+                continue;
+            };
+            if !matches("tracepoint", &event) {
+                continue;
+            }
+            let mut line = format!("tracepoint:{category}:{name}");
+            if args.verbose > 0 {
+                if let Ok(Some(format)) = tracepoint::read_format(category, name) {
+                    for field in format.arguments() {
+                        line.push_str(&format!("\n    {} {}", field.type_name, field.name));
+                    }
+                }
+            }
+            if !write(line) {
+                return Ok(());
+            }
+        }
+    }
+
+    if let Some(btf) = &btf {
+        let mut raw: BTreeSet<&str> = BTreeSet::new();
+        let mut hooks: BTreeSet<&str> = BTreeSet::new();
+        for ty in btf.types() {
+            if ty.kind == Kind::Typedef {
+                if let Some(name) = ty.name.strip_prefix("btf_trace_") {
+                    raw.insert(name);
+                }
+            } else if ty.kind == Kind::Func {
+                if let Some(hook) = ty.name.strip_prefix("bpf_lsm_") {
+                    hooks.insert(hook);
+                }
+            }
+        }
+        for name in raw.into_iter().filter(|n| matches("rawtracepoint", n)) {
+            if !write(format!("rawtracepoint:{name}")) {
+                return Ok(());
+            }
+        }
+        for hook in hooks.into_iter().filter(|h| matches("lsm", h)) {
+            let mut line = format!("lsm:{hook}");
+            if args.verbose > 0 {
+                if let Some(prototype) = prototype(btf, &format!("bpf_lsm_{hook}")) {
+                    line = format!("{line}\n    {prototype}");
+                }
+            }
+            if !write(line) {
+                return Ok(());
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// Renders a function's BTF prototype as C: `long f(int a, char *b)`.
+fn prototype(btf: &Btf, function: &str) -> Option<String> {
+    let signature = btf.find_function(function)?;
+    let params: Vec<String> = signature
+        .params
+        .iter()
+        .map(|param| format!("{} {}", btf.type_name(param.type_id), param.name))
+        .collect();
+    Some(format!(
+        "{} {function}({})",
+        btf.type_name(signature.return_type),
+        params.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_cases() {
+        let cases = [
+            ("vfs_*", "vfs_read", true),
+            ("vfs_*", "do_vfs_read", false),
+            ("*read*", "do_vfs_read", true),
+            ("vfs_rea?", "vfs_read", true),
+            ("vfs_rea?", "vfs_readv", false),
+            ("*", "", true),
+            ("", "x", false),
+            ("tracepoint:syscalls:*openat", "tracepoint:syscalls:sys_enter_openat", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(glob_match(pattern, text), expected, "{pattern} against {text}");
+        }
+    }
+}
