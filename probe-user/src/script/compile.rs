@@ -3,13 +3,15 @@
 
 use super::{
     aggregate::MapSpec,
+    ast::Probe,
     codegen::{self, CodegenOptions, MapTable, OutputSpec},
     diagnostic::{self, Diagnostic},
     elf::{self, MapDef, MapType, ProgramCode},
     env::Environment,
     insn,
     parser,
-    probes::{self, ProbeKind},
+    ir::Function,
+    probes::{self, ProbeKind, ResolvedProbe},
     regalloc::{self, Lowered},
     span::Source,
 };
@@ -133,57 +135,56 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         );
     }
 
+    // Each attach point is resolved once: resolving a kprobe without BTF
+    // reads /proc/kallsyms, which takes tens of milliseconds.
+    let resolutions: Vec<Vec<Result<ResolvedProbe, Diagnostic>>> = program
+        .probes
+        .iter()
+        .map(|probe| probe.attach_points.iter().map(|point| probes::resolve(point, env)).collect())
+        .collect();
+
     // A map's types come from its first assignment, which may come after
     // a read in the text (a kretprobe above its kprobe). A first pass
-    // collects the map table; its output and diagnostics are discarded.
+    // collects the map table, and its output and diagnostics are discarded.
     let mut maps = MapTable::default();
     maps.discovering = true;
-    {
-        let mut outputs = Vec::new();
-        let mut scratch = Vec::new();
-        for probe in &program.probes {
-            for point in &probe.attach_points {
-                if let Ok(resolved) = probes::resolve(point, env) {
-                    codegen::generate(
-                        &resolved,
-                        probe.predicate.as_ref(),
-                        &probe.body,
-                        env,
-                        source,
-                        &options.codegen,
-                        &mut outputs,
-                        &mut maps,
-                        &mut scratch,
-                    );
-                    break;
-                }
-            }
+    let mut scratch_outputs = Vec::new();
+    let mut scratch_diagnostics = Vec::new();
+    for (probe, resolved) in program.probes.iter().zip(&resolutions) {
+        if let Some(resolved) = resolved.iter().find_map(|r| r.as_ref().ok()) {
+            let mut generate = CodegenRun {
+                env,
+                source,
+                options: &options.codegen,
+                outputs: &mut scratch_outputs,
+                maps: &mut maps,
+                diagnostics: &mut scratch_diagnostics,
+            };
+            generate.probe(resolved, probe);
         }
     }
 
     maps.discovering = false;
     let mut outputs = Vec::new();
     let mut probes = Vec::new();
-    for (probe_index, probe) in program.probes.iter().enumerate() {
-        for (point_index, point) in probe.attach_points.iter().enumerate() {
-            let resolved = match probes::resolve(point, env) {
+    for (probe_index, (probe, resolved)) in program.probes.iter().zip(resolutions).enumerate() {
+        for (point_index, resolved) in resolved.into_iter().enumerate() {
+            let resolved = match resolved {
                 Ok(resolved) => resolved,
                 Err(diagnostic) => {
                     diagnostics.push(diagnostic);
                     continue;
                 }
             };
-            let Some(function) = codegen::generate(
-                &resolved,
-                probe.predicate.as_ref(),
-                &probe.body,
+            let mut generate = CodegenRun {
                 env,
                 source,
-                &options.codegen,
-                &mut outputs,
-                &mut maps,
-                &mut diagnostics,
-            ) else {
+                options: &options.codegen,
+                outputs: &mut outputs,
+                maps: &mut maps,
+                diagnostics: &mut diagnostics,
+            };
+            let Some(function) = generate.probe(&resolved, probe) else {
                 continue;
             };
             match regalloc::lower(&function) {
@@ -267,6 +268,33 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         map_size: options.map_size,
         warnings: diagnostics,
     })
+}
+
+/// The shared state of one code generation pass over a script's probes.
+struct CodegenRun<'a> {
+    env: &'a Environment,
+    source: &'a Source,
+    options: &'a CodegenOptions,
+    outputs: &'a mut Vec<OutputSpec>,
+    maps: &'a mut MapTable,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl CodegenRun<'_> {
+    /// Generates the IR of `probe`'s body for one resolved attach point.
+    fn probe(&mut self, resolved: &ResolvedProbe, probe: &Probe) -> Option<Function> {
+        codegen::generate(
+            resolved,
+            probe.predicate.as_ref(),
+            &probe.body,
+            self.env,
+            self.source,
+            self.options,
+            self.outputs,
+            self.maps,
+            self.diagnostics,
+        )
+    }
 }
 
 fn dedup_diagnostics(diagnostics: &mut Vec<Diagnostic>) {
