@@ -796,7 +796,20 @@ fn bpftrace_same_openat_arguments() {
         r#"tracepoint:syscalls:sys_enter_openat /pid == cpid/ { printf("P %s %d %d %s\n", str(args->filename), args->flags, args->dfd, comm); }"#,
         "open /etc/hostname /no/such/file",
     );
-    assert_eq!(ours, reference);
+    // A path in a page the process has not touched yet cannot be read at
+    // syscall entry (BPF programs cannot fault pages in), so either tool
+    // may print such a path as empty. Lines with an empty path are left
+    // out, and each one only excuses a line missing from the other side.
+    let is_unread = |line: &String| line.starts_with(' ');
+    let reference_unread = reference.iter().filter(|l| is_unread(l)).count();
+    let our_unread = ours.iter().filter(|l| is_unread(l)).count();
+    let reference: Vec<String> = reference.into_iter().filter(|l| !is_unread(l)).collect();
+    let ours: Vec<String> = ours.into_iter().filter(|l| !is_unread(l)).collect();
+    let missing_from_ours = reference.iter().filter(|l| !ours.contains(l)).count();
+    let missing_from_reference = ours.iter().filter(|l| !reference.contains(l)).count();
+    assert!(ours.iter().any(|l| l.starts_with("/etc/hostname ")), "{ours:?}");
+    assert!(missing_from_ours <= our_unread, "bpftrace {reference:?}\nours {ours:?}");
+    assert!(missing_from_reference <= reference_unread, "bpftrace {reference:?}\nours {ours:?}");
 }
 
 #[test]
