@@ -77,7 +77,7 @@ fn config_value(config: &str, option: &str) -> ConfigValue {
 
 /// Explains why `function` cannot be traced, from the kernel's own lists:
 /// the functions ftrace can attach to (`available_filter_functions`) and
-/// the kprobe blacklist. Returns `None` when neither list says anything,
+/// the kprobe blacklist. Returns `None` when neither list explains it,
 /// or when they cannot be read.
 pub fn untraceable_reason(function: &str) -> Option<String> {
     for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {

@@ -1,7 +1,7 @@
 //! Reading and changing BPF maps whose key and value sizes are known only
 //! at run time, through the `bpf(2)` map element commands.
 //!
-//! aya's typed maps fix key and value types at compile time; a script's
+//! aya's typed maps fix key and value types at compile time. A script's
 //! maps get their layout from the script, so this module works on raw
 //! bytes. Per-CPU maps return one value slot per possible CPU, each slot
 //! rounded up to 8 bytes.
@@ -95,7 +95,7 @@ impl<'a> RawMap<'a> {
         }
     }
 
-    /// Every key in the map. A map that changes meanwhile may yield a key
+    /// Returns every key in the map. A map that changes meanwhile may yield a key
     /// that no longer exists, which `lookup` then skips.
     pub fn keys(&self) -> io::Result<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
@@ -115,7 +115,7 @@ impl<'a> RawMap<'a> {
         }
     }
 
-    /// The value of `key`, or `None` when the key is gone.
+    /// Returns the value of `key`, or `None` when the key is gone.
     pub fn lookup(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let mut value = vec![0u8; self.value_size];
         let mut attr = self.attr();
@@ -128,7 +128,7 @@ impl<'a> RawMap<'a> {
         }
     }
 
-    /// Every `(key, value)` pair.
+    /// Returns every `(key, value)` pair.
     pub fn entries(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut entries = Vec::new();
         for key in self.keys()? {

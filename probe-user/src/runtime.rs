@@ -31,7 +31,7 @@ use crate::{
     },
 };
 
-/// Why a script could not be loaded or attached.
+/// Error from loading or attaching a script.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("failed to load the compiled object: {0}")]
@@ -348,7 +348,7 @@ fn instruction_index(line: &str) -> Option<usize> {
     number.trim().parse().ok()
 }
 
-/// What to tell a user whose kernel refuses a program type outright.
+/// Returns the advice for a kernel that rejects a program type outright.
 fn mechanism_refusal_hint(kind: &ProbeKind) -> String {
     match kind {
         ProbeKind::Fentry { .. } | ProbeKind::Fexit { .. } => {
@@ -497,7 +497,7 @@ impl Loaded {
     }
 }
 
-/// How map contents are printed.
+/// Output format of map contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     /// bpftrace's text layout.
@@ -550,7 +550,7 @@ impl Loaded {
         }
     }
 
-    /// Every non-empty map, printed as bpftrace prints them at exit.
+    /// Renders every non-empty map as bpftrace prints them at exit.
     pub fn exit_maps(&self, format: Format) -> Result<String, RuntimeError> {
         let mut all = Vec::with_capacity(self.maps.len());
         for index in 0..self.maps.len() {
@@ -569,7 +569,7 @@ impl Loaded {
         })
     }
 
-    /// One line per map that dropped updates because it was full.
+    /// Returns one line per map that dropped updates because it was full.
     pub fn dropped_updates(&self) -> Vec<String> {
         let Some(drops) = &self.drops else {
             return Vec::new();
@@ -592,7 +592,7 @@ impl Loaded {
     }
 }
 
-/// What a record asks for.
+/// The kind of a ring buffer record.
 pub enum Record {
     /// Text to print.
     Text,

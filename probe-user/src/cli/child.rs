@@ -5,7 +5,7 @@
 //! with `SIGSTOP`, and the tool resumes it with `SIGCONT` once every probe
 //! is attached. Stopping makes no system call that a script would see as
 //! the command's own (a gate read from a pipe would show up in every
-//! `sys_exit_read` script filtered on `cpid`). The child also asks for
+//! `sys_exit_read` script filtered on `cpid`). The child also requests
 //! `SIGKILL` if the tool dies before resuming it, so that a killed tool
 //! leaves no stopped process behind.
 

@@ -1,4 +1,4 @@
-//! What the compiler knows about the kernel it compiles for: BTF types and
+//! The kernel facts the compiler uses: BTF types and
 //! tracepoint formats, loaded when a script first needs them and cached
 //! for the rest of the run.
 //!
@@ -25,7 +25,8 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// An environment that reads the running kernel's BTF and tracefs.
+    /// Creates an environment that reads the running kernel's BTF and
+    /// tracefs.
     pub fn running_kernel() -> Self {
         Self {
             btf: OnceCell::new(),
@@ -43,7 +44,8 @@ impl Environment {
         }
     }
 
-    /// An environment with fixed BTF and tracepoint formats, for tests.
+    /// Creates an environment with fixed BTF and tracepoint formats, for
+    /// tests.
     pub fn fixed(btf: Option<Btf>, formats: Vec<Format>) -> Self {
         let btf = OnceCell::from(btf.map(Rc::new));
         let table: HashMap<(String, String), Option<Rc<Format>>> = formats
@@ -58,13 +60,13 @@ impl Environment {
         }
     }
 
-    /// The kernel's BTF, read on first use.
+    /// Returns the kernel's BTF, read on first use.
     pub fn btf(&self) -> Option<Rc<Btf>> {
         self.btf.get_or_init(|| (self.btf_loader)().map(Rc::new)).clone()
     }
 
-    /// The format of tracepoint `category:name`, or `None` when it does
-    /// not exist.
+    /// Returns the format of tracepoint `category:name`, or `None` when it
+    /// does not exist.
     pub fn tracepoint(&self, category: &str, name: &str) -> Result<Option<Rc<Format>>, String> {
         let key = (category.to_owned(), name.to_owned());
         if let Some(cached) = self.formats.borrow().get(&key) {

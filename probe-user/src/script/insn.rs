@@ -89,7 +89,8 @@ impl Size {
         }
     }
 
-    /// The access size for a value of `bytes` bytes, if there is one.
+    /// Returns the access size for a value of `bytes` bytes, if there is
+    /// one.
     pub fn from_bytes(bytes: u32) -> Option<Size> {
         Some(match bytes {
             1 => Size::B,
@@ -244,7 +245,7 @@ impl JmpOp {
         })
     }
 
-    /// The condition that holds exactly when this one does not.
+    /// Returns the condition that is true exactly when this one is false.
     pub fn negate(self) -> JmpOp {
         match self {
             JmpOp::Eq => JmpOp::Ne,
@@ -359,12 +360,12 @@ impl Insn {
         Insn::new(CLASS_ALU64 | AluOp::Neg.code(), dst, Reg(0), 0, 0)
     }
 
-    /// The two instructions of `dst = imm64`.
+    /// Builds the two instructions of `dst = imm64`.
     pub fn ld_imm64(dst: Reg, value: u64) -> [Insn; 2] {
         Insn::ld_imm64_src(dst, 0, value)
     }
 
-    /// The two instructions of `dst = map`, with the map's file descriptor
+    /// Builds the two instructions of `dst = map`, with the map's file descriptor
     /// left 0 for the loader to fill in from a relocation.
     pub fn ld_map_fd(dst: Reg) -> [Insn; 2] {
         Insn::ld_imm64_src(dst, PSEUDO_MAP_FD, 0)

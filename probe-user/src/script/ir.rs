@@ -163,7 +163,7 @@ impl Inst {
         regs
     }
 
-    /// The register this instruction writes, if any.
+    /// Returns the register this instruction writes, if any.
     pub fn def(&self) -> Option<VReg> {
         match self {
             Inst::LoadCtx { dst }
@@ -408,7 +408,7 @@ impl Function {
         self.lines.retain(|_| *keep.next().unwrap_or(&false));
     }
 
-    /// A listing of the IR, one instruction per line.
+    /// Renders the IR as a listing, one instruction per line.
     pub fn listing(&self) -> String {
         let mut out = String::new();
         for inst in &self.insts {

@@ -19,7 +19,7 @@ use crate::{
 /// Offsets of the argument registers in x86-64 `struct pt_regs`, in the
 /// order of the calling convention: rdi, rsi, rdx, rcx, r8, r9.
 const PT_REGS_ARGS: [i16; 6] = [112, 104, 96, 88, 72, 64];
-/// Offset of rax, which holds the return value, in `struct pt_regs`.
+/// Offset of rax, which contains the return value, in `struct pt_regs`.
 const PT_REGS_RAX: i16 = 80;
 
 /// Builtins that a later version will support, with what they do.
@@ -396,7 +396,7 @@ impl Codegen<'_> {
         value
     }
 
-    /// A value as an instruction operand: an immediate when it fits.
+    /// Returns a value as an instruction operand: an immediate when it fits.
     fn operand(&mut self, value: i64) -> Value {
         match i32::try_from(value) {
             Ok(imm) => Value::Imm(imm),
@@ -995,7 +995,7 @@ impl Codegen<'_> {
         }
     }
 
-    /// The BTF type id that a cast's pointer points to.
+    /// Returns the BTF type id that a cast's pointer points to.
     fn pointee_id(&mut self, kind: &TypeKind, span: Span) -> Result<u32> {
         match kind {
             TypeKind::Struct(name) | TypeKind::Union(name) => {
