@@ -8,7 +8,7 @@
 //!
 //! The format is described in the kernel's `Documentation/bpf/btf.rst`.
 
-use std::{fmt::Write as _, fs, io, path::Path};
+use std::{cell::OnceCell, collections::HashMap, fmt::Write as _, fs, io, path::Path, rc::Rc};
 
 use thiserror::Error;
 
@@ -162,8 +162,26 @@ pub struct Btf {
     types_end: usize,
     strings_start: usize,
     strings_end: usize,
-    /// `offsets[i]` is the offset of type id `i + 1` from `types_start`.
+    /// `offsets[i]` is the offset of type id `first_id + i` from
+    /// `types_start`.
     offsets: Vec<u32>,
+    /// The base that split BTF extends: a module's BTF numbers its types
+    /// after vmlinux's and refers to vmlinux types and strings by their
+    /// own ids and offsets.
+    base: Option<Rc<Btf>>,
+    /// Function name to `BTF_KIND_FUNC` type id, built on the first
+    /// lookup: a scan of every type per lookup made listing all functions
+    /// quadratic.
+    function_ids: OnceCell<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Btf")
+            .field("types", &self.type_count())
+            .field("split", &self.base.is_some())
+            .finish()
+    }
 }
 
 impl Btf {
@@ -179,6 +197,24 @@ impl Btf {
             source,
         })?;
         Self::parse(data)
+    }
+
+    /// Reads and parses a module's split BTF, as
+    /// `/sys/kernel/btf/<module>` publishes it, on top of vmlinux's.
+    pub fn from_split_file(path: &Path, base: Rc<Btf>) -> Result<Self, BtfError> {
+        let data = fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse_split(data, base)
+    }
+
+    /// Parses split BTF whose type ids and string offsets continue those of
+    /// `base`.
+    pub fn parse_split(data: Vec<u8>, base: Rc<Btf>) -> Result<Self, BtfError> {
+        let mut btf = Self::parse(data)?;
+        btf.base = Some(base);
+        Ok(btf)
     }
 
     /// Parses standalone BTF, indexing every type.
@@ -240,16 +276,39 @@ impl Btf {
             strings_start,
             strings_end,
             offsets,
+            base: None,
+            function_ids: OnceCell::new(),
         })
     }
 
-    /// Number of types, not counting `void` (id 0).
+    /// Number of types, not counting `void` (id 0), the base's included.
     pub fn type_count(&self) -> u32 {
-        self.offsets.len() as u32
+        self.base_type_count() + self.offsets.len() as u32
+    }
+
+    fn base_type_count(&self) -> u32 {
+        self.base.as_ref().map_or(0, |base| base.type_count())
+    }
+
+    /// Tells whether type `id` belongs to the base of split BTF.
+    fn in_base(&self, id: u32) -> Option<&Btf> {
+        self.base.as_deref().filter(|base| id <= base.type_count())
+    }
+
+    fn strings_len(&self) -> u32 {
+        let own = (self.strings_end - self.strings_start) as u32;
+        own + self.base.as_ref().map_or(0, |base| base.strings_len())
     }
 
     /// Returns the string at `offset` in the string section.
-    fn string(&self, offset: u32) -> &str {
+    fn string(&self, mut offset: u32) -> &str {
+        if let Some(base) = &self.base {
+            let base_len = base.strings_len();
+            if offset < base_len {
+                return base.string(offset);
+            }
+            offset -= base_len;
+        }
         let start = self.strings_start + offset as usize;
         if start >= self.strings_end {
             return "";
@@ -272,10 +331,11 @@ impl Btf {
                 data: 0,
             });
         }
-        let offset = *self
-            .offsets
-            .get(id as usize - 1)
-            .ok_or(BtfError::UnknownType(id))?;
+        if let Some(base) = self.in_base(id) {
+            return base.type_by_id(id);
+        }
+        let index = (id - self.base_type_count()) as usize - 1;
+        let offset = *self.offsets.get(index).ok_or(BtfError::UnknownType(id))?;
         let position = self.types_start + offset as usize;
         let name_off = read_u32(&self.data, position);
         let info = read_u32(&self.data, position + 4);
@@ -292,6 +352,9 @@ impl Btf {
     }
 
     fn trailing_u32(&self, ty: &Type<'_>, index: usize) -> u32 {
+        if let Some(base) = self.in_base(ty.id) {
+            return base.trailing_u32(ty, index);
+        }
         let position = ty.data + 4 * index;
         if position + 4 > self.types_end {
             return 0;
@@ -360,9 +423,15 @@ impl Btf {
 
     /// Finds a function by name and decodes its prototype.
     pub fn find_function(&self, name: &str) -> Option<FunctionSignature<'_>> {
-        let func = self
-            .types()
-            .find(|ty| ty.kind == Kind::Func && ty.name == name)?;
+        let ids = self.function_ids.get_or_init(|| {
+            let mut ids = HashMap::new();
+            for ty in self.types().filter(|ty| ty.kind == Kind::Func) {
+                // The first definition wins, as a linear search would find.
+                ids.entry(ty.name.to_owned()).or_insert(ty.id);
+            }
+            ids
+        });
+        let func = self.type_by_id(*ids.get(name)?).ok()?;
         let proto = self.type_by_id(func.size_or_type).ok()?;
         Some(FunctionSignature {
             name: func.name,
@@ -536,6 +605,11 @@ mod tests {
         // 7: func f
         types.extend([name("f"), 12 << 24, 6]);
 
+        Btf::parse(blob(&types, strings)).expect("sample BTF parses")
+    }
+
+    /// Encodes BTF with a header, `types` and `strings`.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
         let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut data = Vec::new();
         data.extend(BTF_MAGIC.to_le_bytes());
@@ -547,7 +621,32 @@ mod tests {
         data.extend((strings.len() as u32).to_le_bytes());
         data.extend(&type_bytes);
         data.extend(strings);
-        Btf::parse(data).expect("sample BTF parses")
+        data
+    }
+
+    #[test]
+    fn split_btf_continues_base_ids_and_strings() {
+        let base = Rc::new(sample());
+        let base_strings = base.strings_len();
+        // Split strings start with their own empty string, at offset
+        // `base_strings` in the combined numbering.
+        let strings = b"\0dev\0g\0";
+        let dev = base_strings + 1;
+        let g = base_strings + 5;
+        let mut types: Vec<u32> = Vec::new();
+        // 8: func proto int (const char *dev), using base types 1 and 4
+        types.extend([0, (13 << 24) | 1, 1, dev, 4]);
+        // 9: func g
+        types.extend([g, 12 << 24, 8]);
+        let split = Btf::parse_split(blob(&types, strings), base).expect("split BTF parses");
+
+        assert_eq!(split.type_count(), 9);
+        let signature = split.find_function("g").expect("g is found");
+        assert_eq!(signature.params[0].name, "dev");
+        assert_eq!(split.type_name(signature.params[0].type_id), "const char *");
+        assert_eq!(split.type_name(signature.return_type), "int");
+        // Base functions stay visible through the split view.
+        assert!(split.find_function("f").is_some());
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl Kallsyms {
             .filter(move |symbol| symbol.is_text() && symbol.name == name)
     }
 
+    /// Returns every symbol, in the kernel's order.
+    pub fn symbols(&self) -> &[Symbol] {
+        &self.symbols
+    }
+
     /// Returns the first symbol called `name`, of any type.
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.iter().find(|symbol| symbol.name == name)

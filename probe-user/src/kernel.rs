@@ -106,6 +106,22 @@ pub fn untraceable_reason(function: &str) -> Option<String> {
     None
 }
 
+/// Raises the soft limit on open files to the hard limit: every attached
+/// program holds descriptors (a program and a link per kprobe), and
+/// hundreds of functions pass the usual soft limit of 1024.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::debug!("failed to raise the open file limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
 /// Tells whether the current process runs with effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

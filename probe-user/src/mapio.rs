@@ -139,6 +139,14 @@ impl<'a> RawMap<'a> {
         Ok(entries)
     }
 
+    /// Sets the value of `key`, creating the entry if needed.
+    pub fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let mut attr = self.attr();
+        attr.key = key.as_ptr() as u64;
+        attr.value = value.as_ptr() as u64;
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+    }
+
     /// Deletes every entry.
     pub fn clear(&self) -> io::Result<()> {
         for key in self.keys()? {

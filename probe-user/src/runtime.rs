@@ -6,7 +6,12 @@
 //! attached: the tool runs them itself with `BPF_PROG_TEST_RUN`, so they
 //! execute exactly once, in this process, on this CPU.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
@@ -21,11 +26,12 @@ use log::{debug, info};
 
 use crate::{
     kernel::{self, KprobeSupport},
+    kprobe_link::{self, KprobeLocation, PerfKprobe},
     mapio::{self, RawMap},
     script::{
         aggregate::{Entry, MapSpec, PrintOptions, json, text},
         codegen::{MapAction, OutputSpec},
-        compile::{Compiled, CompiledProbe, DROPS_MAP_NAME, EVENTS_MAP_NAME, LOST_MAP_NAME, script_map_name},
+        compile::{Compiled, CompiledProbe, DROPS_MAP_NAME, EVENTS_MAP_NAME, LOST_MAP_NAME, NAMES_MAP_NAME, script_map_name},
         probes::ProbeKind,
         span::Source,
     },
@@ -46,6 +52,10 @@ pub enum RuntimeError {
 /// events ring buffer and the lost-record counter.
 pub struct Loaded {
     ebpf: Option<Ebpf>,
+    /// Kprobes attached without aya, detached when dropped.
+    kprobes: Vec<KprobeAttachment>,
+    /// The missed-event report, taken just before the programs go.
+    missed: Vec<String>,
     pub events: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The script's maps, in the order of `Compiled::maps`.
@@ -73,6 +83,15 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         .verifier_log_level(VerifierLogLevel::STATS)
         .load(&compiled.object)
         .map_err(|err| RuntimeError::Object(error_chain(&err)))?;
+    // Programs loaded without aya need the maps' descriptors, taken before
+    // the maps move out of `ebpf`.
+    let multi_maps = if compiled.probes.iter().any(|probe| matches!(probe.kind, ProbeKind::KprobeMulti { .. })) {
+        fill_names_map(&ebpf, compiled)?;
+        map_descriptors(&ebpf, compiled)?
+    } else {
+        Vec::new()
+    };
+
     let events = ebpf
         .take_map(EVENTS_MAP_NAME)
         .ok_or_else(|| RuntimeError::Object("the object has no events map".into()))
@@ -101,9 +120,25 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
     let mut btf: Option<aya::Btf> = None;
     let mut begin = Vec::new();
     let mut end = Vec::new();
+    let mut kprobes = Vec::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
     let mut attached = 0;
+    let mut progress = Progress::new(compiled.probes.len());
     for probe in &compiled.probes {
+        if let ProbeKind::KprobeMulti { .. } = &probe.kind {
+            kprobes.push(load_multi(probe, &multi_maps, dry_run, source, verbose)?);
+            if !dry_run {
+                info!("attached {}", probe.kind.display_name());
+                attached += 1;
+            }
+            continue;
+        }
+        let may_skip = probe.optional && !compiled.strict;
         if let Err(err) = load_one(&mut ebpf, probe, &mut btf) {
+            if may_skip && !is_verifier_rejection(&err) {
+                skipped.push((probe.kind.display_name(), error_chain(&err)));
+                continue;
+            }
             let traced = trace_load_failure(compiled, probe, &err);
             return Err(describe_load_error(probe, traced.as_ref().unwrap_or(&err), source, verbose));
         }
@@ -112,15 +147,38 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
             ProbeKind::Begin => begin.push(probe.symbol.clone()),
             ProbeKind::End => end.push(probe.symbol.clone()),
             _ if dry_run => {}
-            kind => {
-                attach_one(&mut ebpf, probe).map_err(|err| describe_attach_error(kind, &err))?;
-                info!("attached {}", kind.display_name());
-                attached += 1;
-            }
+            kind => match attach_one(&mut ebpf, probe) {
+                Ok(attachment) => {
+                    kprobes.extend(attachment);
+                    info!("attached {}", kind.display_name());
+                    attached += 1;
+                    progress.advance(attached);
+                }
+                Err(err) if may_skip => {
+                    // Unload it, so that it holds no kernel memory.
+                    if let Some(program) = ebpf.program_mut(&probe.symbol) {
+                        let _ = unload(program);
+                    }
+                    skipped.push((kind.display_name(), error_chain(&err)));
+                }
+                Err(err) => return Err(describe_attach_error(kind, &err)),
+            },
         }
+    }
+    progress.finish(attached);
+    report_skipped(&skipped);
+    if !dry_run && attached == 0 && !skipped.is_empty() {
+        return Err(RuntimeError::Attach(format!(
+            "none of the {} programs could be attached; the first failure: {}: {}",
+            skipped.len(),
+            skipped[0].0,
+            skipped[0].1
+        )));
     }
     Ok(Loaded {
         ebpf: Some(ebpf),
+        kprobes,
+        missed: Vec::new(),
         events,
         lost,
         maps,
@@ -129,6 +187,210 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         begin,
         end,
         attached,
+    })
+}
+
+/// A kprobe attachment that this module made itself, with what the
+/// missed-event report needs.
+struct KprobeAttachment {
+    /// The probe's name, for reports.
+    name: String,
+    ret: bool,
+    /// The program, when it was loaded here rather than by aya.
+    program: Option<OwnedFd>,
+    link: KprobeLinkFd,
+}
+
+enum KprobeLinkFd {
+    /// Not attached: a dry run.
+    None,
+    Perf(PerfKprobe),
+    Multi(OwnedFd),
+}
+
+impl KprobeAttachment {
+    fn link(&self) -> Option<BorrowedFd<'_>> {
+        match &self.link {
+            KprobeLinkFd::None => None,
+            KprobeLinkFd::Perf(kprobe) => Some(kprobe.link()),
+            KprobeLinkFd::Multi(fd) => Some(fd.as_fd()),
+        }
+    }
+}
+
+/// Prints a progress line on standard error while attaching takes more
+/// than a second, as with hundreds of functions without kprobe.multi.
+struct Progress {
+    start: Instant,
+    last: Instant,
+    total: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let now = Instant::now();
+        Self { start: now, last: now, total, shown: false }
+    }
+
+    fn advance(&mut self, attached: usize) {
+        let now = Instant::now();
+        if now.duration_since(self.start) < Duration::from_secs(1) || now.duration_since(self.last) < Duration::from_secs(1) {
+            return;
+        }
+        self.last = now;
+        self.shown = true;
+        let _ = writeln!(std::io::stderr(), "attaching: {attached} of {} programs", self.total);
+    }
+
+    fn finish(&self, attached: usize) {
+        if self.shown {
+            let _ = writeln!(
+                std::io::stderr(),
+                "attached {attached} programs in {:.1} s",
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Tells whether a load failed in the verifier, which then fails the same
+/// way for every function the probe matched: that is the script's error.
+fn is_verifier_rejection(err: &ProgramError) -> bool {
+    matches!(err, ProgramError::LoadError { verifier_log, .. } if !verifier_log.to_string().trim().is_empty())
+}
+
+/// Reports the programs of a glob or shared name that could not be
+/// attached, each with its reason, on standard error.
+fn report_skipped(skipped: &[(String, String)]) {
+    if skipped.is_empty() {
+        return;
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "warning: {} of the matched functions could not be attached and are skipped (--strict makes this an error):",
+        skipped.len()
+    );
+    for (name, reason) in skipped.iter().take(10) {
+        let _ = writeln!(stderr, "  {name}: {reason}");
+    }
+    if skipped.len() > 10 {
+        let _ = writeln!(stderr, "  ... and {} more", skipped.len() - 10);
+    }
+}
+
+/// Unloads a program of any type this runtime loads.
+fn unload(program: &mut Program) -> Result<(), ProgramError> {
+    match program {
+        Program::KProbe(program) => program.unload(),
+        Program::TracePoint(program) => program.unload(),
+        Program::RawTracePoint(program) => program.unload(),
+        Program::FEntry(program) => program.unload(),
+        Program::FExit(program) => program.unload(),
+        Program::PerfEvent(program) => program.unload(),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the function and probe names that kprobe.multi programs read
+/// at their cookie into the names map.
+fn fill_names_map(ebpf: &Ebpf, compiled: &Compiled) -> Result<(), RuntimeError> {
+    let map = ebpf
+        .map(NAMES_MAP_NAME)
+        .and_then(map_data)
+        .ok_or_else(|| RuntimeError::Object("the object has no names map".into()))?;
+    let size = compiled.name_size as usize;
+    let raw = RawMap::new(map.fd(), 4, size, false, 1);
+    for (index, name) in compiled.function_names.iter().enumerate() {
+        let mut value = vec![0u8; size];
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(value.len() - 1);
+        value[..len].copy_from_slice(&bytes[..len]);
+        raw.update(&(index as u32).to_ne_bytes(), &value)
+            .map_err(|err| RuntimeError::Object(format!("failed to fill the names map: {err}")))?;
+    }
+    Ok(())
+}
+
+/// Duplicates the file descriptor of every map, in `MapRef` order, for
+/// programs that this module loads itself.
+fn map_descriptors(ebpf: &Ebpf, compiled: &Compiled) -> Result<Vec<OwnedFd>, RuntimeError> {
+    compiled
+        .map_names()
+        .iter()
+        .map(|name| {
+            let data = ebpf
+                .map(name)
+                .and_then(map_data)
+                .ok_or_else(|| RuntimeError::Object(format!("the object has no map {name}")))?;
+            data.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|err| RuntimeError::Object(format!("failed to duplicate the descriptor of map {name}: {err}")))
+        })
+        .collect()
+}
+
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::PerCpuHashMap(data)
+        | Map::RingBuf(data)
+        | Map::LruHashMap(data) => Some(data),
+        _ => None,
+    }
+}
+
+/// Loads a kprobe.multi program with raw system calls (aya 0.14 cannot
+/// load one) and, unless this is a dry run, links it to every target.
+fn load_multi(
+    probe: &CompiledProbe,
+    maps: &[OwnedFd],
+    dry_run: bool,
+    source: &Source,
+    verbose: bool,
+) -> Result<KprobeAttachment, RuntimeError> {
+    let ProbeKind::KprobeMulti { targets, ret, first_cookie, .. } = &probe.kind else {
+        unreachable!("load_multi is only called for kprobe.multi probes");
+    };
+    let mut insns = probe.code.insns.clone();
+    for (index, map) in &probe.code.map_loads {
+        insns[*index].imm = maps[map.0 as usize].as_raw_fd();
+    }
+    let program = kprobe_link::load_multi_program(&probe.symbol, &insns).map_err(|err| {
+        let error = ProgramError::LoadError {
+            io_error: err.error,
+            verifier_log: aya_obj::VerifierLog::new(err.log),
+        };
+        describe_load_error(probe, &error, source, verbose)
+    })?;
+    let name = probe.kind.display_name();
+    let link = if dry_run {
+        KprobeLinkFd::None
+    } else {
+        let addresses: Vec<u64> = targets.iter().map(|target| target.address).collect();
+        let cookies: Vec<u64> = (0..targets.len() as u64).map(|i| u64::from(*first_cookie) + i).collect();
+        if addresses.contains(&0) {
+            return Err(RuntimeError::Attach(format!(
+                "cannot attach {name}: /proc/kallsyms hides function addresses from this process (kernel.kptr_restrict); run as root, or set `sysctl kernel.kptr_restrict=1`"
+            )));
+        }
+        let link = kprobe_link::attach_multi(program.as_fd(), &addresses, &cookies, *ret).map_err(|err| {
+            RuntimeError::Attach(format!(
+                "failed to attach {name} to {} functions with a kprobe.multi link: {err}",
+                targets.len()
+            ))
+        })?;
+        KprobeLinkFd::Multi(link)
+    };
+    Ok(KprobeAttachment {
+        name,
+        ret: *ret,
+        program: Some(program),
+        link,
     })
 }
 
@@ -141,6 +403,7 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
             let program: &mut KProbe = program.try_into()?;
             program.load()
         }
+        ProbeKind::KprobeMulti { .. } => unreachable!("kprobe.multi programs are loaded by load_multi"),
         ProbeKind::Fentry { function } | ProbeKind::Fexit { function } => {
             if btf.is_none() {
                 *btf = Some(aya::Btf::from_sys_fs().map_err(|err| {
@@ -171,32 +434,48 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<(), ProgramError> {
+/// Attaches one loaded program. Kprobes are attached here rather than by
+/// aya, at the function's address when kallsyms gave one, and returned.
+fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<Option<KprobeAttachment>, ProgramError> {
     let program = ebpf
         .program_mut(&probe.symbol)
         .ok_or_else(|| ProgramError::UnexpectedProgramType)?;
     match &probe.kind {
-        ProbeKind::Kprobe { function } | ProbeKind::Kretprobe { function } => {
+        ProbeKind::Kprobe { function, address } | ProbeKind::Kretprobe { function, address } => {
+            let ret = probe.kind.is_return();
             let program: &mut KProbe = program.try_into()?;
-            program.attach(function, 0).map(drop)
+            let location = if *address != 0 {
+                KprobeLocation::Address(*address)
+            } else {
+                KprobeLocation::Symbol(function)
+            };
+            let kprobe = PerfKprobe::attach(program.fd()?.as_fd(), location, ret)
+                .map_err(|io_error| ProgramError::SyscallError(aya::sys::SyscallError { call: "perf_event_open", io_error }))?;
+            return Ok(Some(KprobeAttachment {
+                name: probe.kind.display_name(),
+                ret,
+                program: None,
+                link: KprobeLinkFd::Perf(kprobe),
+            }));
         }
+        ProbeKind::KprobeMulti { .. } => unreachable!("kprobe.multi programs are attached by load_multi"),
         ProbeKind::Fentry { .. } => {
             let program: &mut FEntry = program.try_into()?;
-            program.attach().map(drop)
+            program.attach().map(|_| None)
         }
         ProbeKind::Fexit { .. } => {
             let program: &mut FExit = program.try_into()?;
-            program.attach().map(drop)
+            program.attach().map(|_| None)
         }
         ProbeKind::Tracepoint { category, name } => {
             let program: &mut TracePoint = program.try_into()?;
-            program.attach(category, name).map(drop)
+            program.attach(category, name).map(|_| None)
         }
         ProbeKind::RawTracepoint { name } => {
             let program: &mut RawTracePoint = program.try_into()?;
-            program.attach(name).map(drop)
+            program.attach(name).map(|_| None)
         }
-        ProbeKind::Begin | ProbeKind::End => Ok(()),
+        ProbeKind::Begin | ProbeKind::End => Ok(None),
         ProbeKind::Interval { period_ns, .. } => {
             // One CPU's clock drives the probe, so it fires once per period.
             let program: &mut PerfEvent = program.try_into()?;
@@ -207,7 +486,7 @@ fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<(), ProgramError
                     SamplePolicy::Period(*period_ns),
                     false,
                 )
-                .map(drop)
+                .map(|_| None)
         }
         ProbeKind::Profile { hz, period_ns, .. } => {
             let program: &mut PerfEvent = program.try_into()?;
@@ -226,7 +505,7 @@ fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<(), ProgramError
                     false,
                 )?;
             }
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -450,24 +729,18 @@ impl Loaded {
     /// no later event adds output. The maps and the ring buffer stay
     /// readable, and `END` can still run.
     pub fn detach_probes(&mut self) {
+        self.take_missed_report();
+        self.kprobes.clear();
         let Loaded { ebpf, begin, end, .. } = self;
         let Some(ebpf) = ebpf.as_mut() else {
             return;
         };
         for (name, program) in ebpf.programs_mut() {
-            if begin.iter().chain(end.iter()).any(|kept| kept == name) {
+            // kprobe.multi programs were never loaded through aya.
+            if begin.iter().chain(end.iter()).any(|kept| kept == name) || program.fd().is_err() {
                 continue;
             }
-            let result = match program {
-                Program::KProbe(program) => program.unload(),
-                Program::TracePoint(program) => program.unload(),
-                Program::RawTracePoint(program) => program.unload(),
-                Program::FEntry(program) => program.unload(),
-                Program::FExit(program) => program.unload(),
-                Program::PerfEvent(program) => program.unload(),
-                _ => Ok(()),
-            };
-            if let Err(err) = result {
+            if let Err(err) = unload(program) {
                 log::warn!("failed to detach program {name}: {}", error_chain(&err));
             }
         }
@@ -485,7 +758,59 @@ impl Loaded {
 
     /// Detaches and unloads every program; the ring buffer stays readable.
     pub fn detach(&mut self) {
+        self.take_missed_report();
+        self.kprobes.clear();
         self.ebpf = None;
+    }
+
+    /// Lines reporting events that probes missed: kretprobe returns lost
+    /// because every return instance was in use, kprobe hits skipped
+    /// while another kprobe ran, and programs skipped because one was
+    /// already running on the CPU. Empty when nothing was missed, or when
+    /// the kernel does not count it.
+    pub fn missed_report(&self) -> &[String] {
+        &self.missed
+    }
+
+    fn take_missed_report(&mut self) {
+        if !self.missed.is_empty() || (self.kprobes.is_empty() && self.ebpf.is_none()) {
+            return;
+        }
+        for kprobe in &self.kprobes {
+            let counted = kprobe.link().and_then(kprobe_link::missed_events);
+            if counted.is_none() && kprobe.ret {
+                info!(
+                    "{}: this kernel (Linux {}) cannot count missed kretprobe returns; Linux 6.7 and later report them",
+                    kprobe.name,
+                    kernel::release()
+                );
+            }
+            let missed = counted.unwrap_or(0);
+            if missed > 0 {
+                let what = if kprobe.ret {
+                    "returns missed (every kretprobe instance was in use; raise --maxactive)"
+                } else {
+                    "hits missed (another kprobe was running on the CPU)"
+                };
+                self.missed.push(format!("{}: {missed} {what}", kprobe.name));
+            }
+            let recursion = kprobe.program.as_ref().and_then(|fd| kprobe_link::recursion_misses(fd.as_fd())).unwrap_or(0);
+            if recursion > 0 {
+                self.missed.push(format!("{}: {recursion} runs skipped because the program was already running on the CPU", kprobe.name));
+            }
+        }
+        let Some(ebpf) = self.ebpf.as_ref() else {
+            return;
+        };
+        for (name, program) in ebpf.programs() {
+            let Ok(fd) = program.fd() else {
+                continue;
+            };
+            let recursion = kprobe_link::recursion_misses(fd.as_fd()).unwrap_or(0);
+            if recursion > 0 {
+                self.missed.push(format!("{name}: {recursion} runs skipped because the program was already running on the CPU"));
+            }
+        }
     }
 
     /// Records dropped because the ring buffer was full.
@@ -651,6 +976,7 @@ processed 11 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_sta
         CompiledProbe {
             symbol: "probe_0_0".into(),
             kind: ProbeKind::Begin,
+            optional: false,
             code: Lowered { insns, lines, ..Lowered::default() },
         }
     }

@@ -141,22 +141,23 @@ pub fn tracefs_root() -> io::Result<PathBuf> {
         }
     }
     let target = TRACEFS_PATHS[0];
-    mount("tracefs", target, "tracefs")?;
+    mount_filesystem("tracefs", target, "tracefs")?;
     info!("mounted tracefs at {target}");
     Ok(PathBuf::from(target))
 }
 
-fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
+/// Mounts a pseudo file system such as tracefs or debugfs at `target`.
+pub fn mount_filesystem(source: &str, target: &str, fstype: &str) -> io::Result<()> {
     let source = CString::new(source)?;
     let target_c = CString::new(target)?;
-    let fstype = CString::new(fstype)?;
+    let fstype_c = CString::new(fstype)?;
     // SAFETY: all three pointers are valid NUL-terminated strings for the
     // duration of the call, and a null data pointer is allowed.
     let result = unsafe {
         libc::mount(
             source.as_ptr(),
             target_c.as_ptr(),
-            fstype.as_ptr(),
+            fstype_c.as_ptr(),
             0,
             std::ptr::null(),
         )
@@ -167,7 +168,7 @@ fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
         let err = io::Error::last_os_error();
         Err(io::Error::new(
             err.kind(),
-            format!("failed to mount tracefs at {target} ({err}); mount it by hand: mount -t tracefs tracefs {target}"),
+            format!("failed to mount {fstype} at {target} ({err}); mount it by hand: mount -t {fstype} {fstype} {target}"),
         ))
     }
 }

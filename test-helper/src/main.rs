@@ -70,6 +70,16 @@ enum Command {
         #[arg(required = true, allow_negative_numbers = true)]
         pids: Vec<i32>,
     },
+
+    /// Start a child, stop it under ptrace, read its registers COUNT times
+    /// with PTRACE_GETREGS (which runs the kernel's `genregs_get`), kill
+    /// it, and print `getregs RESULT` for the last read.
+    PtraceGetregs { count: u32 },
+
+    /// Start THREADS threads that each sleep MS milliseconds in
+    /// nanosleep(2) at the same time, wait for them, and print `slept
+    /// THREADS`.
+    SleepThreads { threads: u32, ms: u64 },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +96,8 @@ fn main() -> ExitCode {
             kill_zero(&pids);
             Ok(true)
         }
+        Command::PtraceGetregs { count } => ptrace_getregs(count),
+        Command::SleepThreads { threads, ms } => sleep_threads(threads, Duration::from_millis(ms)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -243,4 +255,50 @@ fn kill_zero(pids: &[i32]) {
         let result = if result == 0 { 0 } else { negative_errno() };
         println!("{pid} {result}");
     }
+}
+
+fn ptrace_getregs(count: u32) -> Result<bool> {
+    // SAFETY: the child only calls async-signal-safe functions (ptrace,
+    // raise, _exit) before it is killed.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error()).context("fork failed");
+    }
+    if pid == 0 {
+        // SAFETY: see above; the child never returns into Rust code.
+        unsafe {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            libc::raise(libc::SIGSTOP);
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid pointer for the call.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let mut result = 0;
+    for _ in 0..count {
+        // SAFETY: `regs` is a writable user_regs_struct, which
+        // PTRACE_GETREGS fills.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        result = unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut libc::user_regs_struct) };
+        if result < 0 {
+            result = negative_errno() as libc::c_long;
+        }
+    }
+    // SAFETY: `pid` is our stopped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    println!("getregs {result}");
+    Ok(result == 0)
+}
+
+fn sleep_threads(threads: u32, duration: Duration) -> Result<bool> {
+    let handles: Vec<_> = (0..threads).map(|_| thread::spawn(move || thread::sleep(duration))).collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow::anyhow!("a sleeping thread panicked"))?;
+    }
+    println!("slept {threads}");
+    Ok(true)
 }

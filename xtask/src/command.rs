@@ -101,6 +101,13 @@ pub fn capture_any_status(command: &mut Command) -> Result<Output> {
 /// Runs `command` and returns its standard output as text. On a non-zero
 /// exit status the error includes what the command wrote to stderr.
 pub fn stdout_of(command: &mut Command) -> Result<String> {
+    let bytes = stdout_bytes_of(command)?;
+    String::from_utf8(bytes).with_context(|| format!("`{}` printed invalid UTF-8", describe(command)))
+}
+
+/// Runs `command` and returns its standard output as bytes; fails like
+/// [`stdout_of`] when the command fails.
+pub fn stdout_bytes_of(command: &mut Command) -> Result<Vec<u8>> {
     let output = capture_any_status(command)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -114,8 +121,7 @@ pub fn stdout_of(command: &mut Command) -> Result<String> {
         }
         .into());
     }
-    String::from_utf8(output.stdout)
-        .with_context(|| format!("`{}` printed invalid UTF-8", describe(command)))
+    Ok(output.stdout)
 }
 
 #[cfg(test)]

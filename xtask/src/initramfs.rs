@@ -59,7 +59,14 @@ pub struct Contents<'a> {
     pub env: &'a [(String, String)],
     /// The command and its arguments.
     pub command: &'a [String],
+    /// The kernel's `lib/modules/<release>` directory, from which
+    /// [`GUEST_MODULES`] are copied.
+    pub modules: Option<&'a Path>,
 }
+
+/// Kernel modules that the VM tests load and unload: `dummy` is a network
+/// driver with no hardware and no dependencies.
+pub const GUEST_MODULES: &[&str] = &["kernel/drivers/net/dummy"];
 
 /// Builds an uncompressed newc cpio archive at `output`, staging the tree in
 /// `staging` (which must not exist yet).
@@ -83,10 +90,9 @@ pub fn build(contents: &Contents<'_>, staging: &Path, output: &Path) -> Result<(
 
     copy_shared_libraries(staging, &executables)?;
 
-    // TODO: copy the kernel's lib/modules/<release> tree here (see
-    // `InstalledKernel::modules`) when a test needs a loadable module. The
-    // Debian cloud kernels have kprobes, BPF, tracefs and the BPF LSM built
-    // in, so nothing needs one yet.
+    if let Some(modules) = contents.modules {
+        install_modules(modules, staging)?;
+    }
 
     write_file(&staging.join("etc/hostname"), "probe-vm\n", 0o644)?;
     write_file(
@@ -185,6 +191,35 @@ fn guest_path(staging: &Path, guest: &Path) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Copies [`GUEST_MODULES`] to `/lib/modules/<release>/`, unpacking
+/// `.ko.xz` files because busybox's `insmod` cannot, and writes a
+/// `modules.dep` so that `modprobe NAME` finds them.
+fn install_modules(modules: &Path, staging: &Path) -> Result<()> {
+    let release = modules
+        .file_name()
+        .with_context(|| format!("{} has no release name", modules.display()))?;
+    let destination = staging.join("lib/modules").join(release);
+    create_dir(&destination)?;
+    let mut dependencies = String::new();
+    for module in GUEST_MODULES {
+        let name = Path::new(module).file_name().and_then(|n| n.to_str()).unwrap_or(module);
+        let target = destination.join(format!("{name}.ko"));
+        let plain = modules.join(format!("{module}.ko"));
+        let compressed = modules.join(format!("{module}.ko.xz"));
+        if plain.is_file() {
+            copy_file(&plain, &target)?;
+        } else if compressed.is_file() {
+            let bytes = command::stdout_bytes_of(Command::new("xz").arg("-dc").arg(&compressed))
+                .with_context(|| format!("unpacking {} failed (is xz-utils installed?)", compressed.display()))?;
+            fs::write(&target, bytes).with_context(|| format!("writing {} failed", target.display()))?;
+        } else {
+            bail!("module {module} not found under {}", modules.display());
+        }
+        dependencies.push_str(&format!("{name}.ko:\n"));
+    }
+    write_file(&destination.join("modules.dep"), &dependencies, 0o644)
 }
 
 fn install_busybox(staging: &Path) -> Result<()> {

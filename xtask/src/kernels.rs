@@ -59,8 +59,7 @@ pub struct InstalledKernel {
     /// The Debian package it came from.
     pub package: String,
     pub vmlinuz: PathBuf,
-    /// `lib/modules/<release>`, for a future initramfs that loads modules.
-    #[allow(dead_code)]
+    /// `lib/modules/<release>`, from which the initramfs takes modules.
     pub modules: PathBuf,
 }
 

@@ -14,9 +14,10 @@ use anyhow::{Result, anyhow};
 use crate::command::{self, CommandFailed};
 use crate::kernels::{self, Series};
 
-/// Debian packages: LLVM 22 for bpf-linker, QEMU, busybox and cpio for the
-/// test VM, bpftrace and bpftool as references to compare with.
-const DEBIAN_PACKAGES: [&str; 9] = [
+/// Debian packages: LLVM 22 for bpf-linker, QEMU, busybox, cpio and xz
+/// (to unpack kernel modules) for the test VM, bpftrace and bpftool as
+/// references to compare with.
+const DEBIAN_PACKAGES: [&str; 10] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -24,6 +25,7 @@ const DEBIAN_PACKAGES: [&str; 9] = [
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "xz-utils",
     "bpftrace",
     "bpftool",
 ];

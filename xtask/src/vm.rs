@@ -197,6 +197,7 @@ pub fn run(config: &VmConfig<'_>, on_line: &mut dyn FnMut(&str)) -> Result<VmOut
         files: config.files,
         env: config.env,
         command: config.command,
+        modules: Some(&config.kernel.modules),
     };
     initramfs::build(&contents, &run_dir.path.join("root"), &initrd)
         .context("building the initramfs failed")?;

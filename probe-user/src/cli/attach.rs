@@ -19,7 +19,9 @@ use crate::{
     btf::Btf,
     format::CallFormatter,
     kallsyms::Kallsyms,
-    kernel, suggest,
+    kernel,
+    planner::{KernelFunctions, Request},
+    suggest,
     tracer::{self, AttachError, Attached, DEFAULT_BUFFER_SIZE, Mechanism, MechanismChoice, TraceRequest},
 };
 
@@ -27,7 +29,9 @@ use crate::{
 #[derive(Clone, Debug, clap::Args)]
 pub struct AttachArgs {
     /// Kernel function to trace, as /proc/kallsyms names it (for example
-    /// do_sys_openat2).
+    /// do_sys_openat2), `MODULE:FUNC` for a module function, or a glob
+    /// such as 'tcp_*'. Compiler clones (FUNC.isra.0 and the like) are
+    /// traced with FUNC.
     #[arg(value_name = "FUNC")]
     pub function: String,
 
@@ -57,6 +61,16 @@ pub struct AttachArgs {
     #[arg(long, value_enum, default_value_t = MechanismChoice::Auto)]
     pub mechanism: MechanismChoice,
 
+    /// Attach only to the function that starts at this address (hex, as
+    /// /proc/kallsyms prints it), when several functions share the name.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub address: Option<u64>,
+
+    /// Fail when some functions that FUNC matches cannot be attached to,
+    /// instead of attaching to the rest.
+    #[arg(long)]
+    pub strict: bool,
+
     /// Size of the event ring buffer in bytes: a power of two, at least one
     /// page (4096).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BUFFER_SIZE)]
@@ -65,6 +79,12 @@ pub struct AttachArgs {
     /// Explain what was chosen and loaded; repeat for debug output.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+fn parse_address(text: &str) -> Result<u64, String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    u64::from_str_radix(digits, 16)
+        .map_err(|_| format!("`{text}` is not a hexadecimal address; copy one from /proc/kallsyms, such as ffffffff81234560"))
 }
 
 /// Why the event stream ended.
@@ -119,6 +139,17 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
     if let Some(script) = &args.script {
         let script = read_script(script)?;
         return super::attach_script::run(args, &script, [&mut interrupt, &mut terminate, &mut hangup]).await;
+    }
+    // The default tracer attaches to one vmlinux function by name. Globs,
+    // clones, functions that share a name and module functions go through
+    // the script path, with a script that prints what the tracer would.
+    if needs_planner(args)? {
+        let script = if args.return_probe {
+            r#"{ printf("%-16s %7d %7d %s = %d\n", comm, pid, tid, func, retval); }"#
+        } else {
+            r#"{ printf("%-16s %7d %7d %s\n", comm, pid, tid, func); }"#
+        };
+        return super::attach_script::run(args, script, [&mut interrupt, &mut terminate, &mut hangup]).await;
     }
 
     let btf = match Btf::from_sys_fs() {
@@ -255,6 +286,27 @@ pub(crate) fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<()
         message.push_str(&format!("; did you mean: {}?", matches.join(", ")));
     }
     Err(CliError::usage(message))
+}
+
+/// Tells whether `args.function` needs more than the default tracer's
+/// attach by name: it is a glob, a module function, a function with
+/// compiler clones or namesakes, or `--address` picks one copy. Errors
+/// when it matches nothing traceable.
+fn needs_planner(args: &AttachArgs) -> Result<bool, CliError> {
+    let mut request = Request::parse(&args.function);
+    request.address = args.address;
+    let simple = !request.is_wildcard() && request.module.is_none() && args.address.is_none();
+    let functions = match KernelFunctions::read() {
+        Ok(functions) => functions,
+        Err(err) if simple => {
+            info!("cannot read /proc/kallsyms ({err}); attaching by name");
+            return Ok(false);
+        }
+        Err(err) => return Err(CliError::runtime(format!("failed to read /proc/kallsyms: {err}"))),
+    };
+    let plan = functions.plan(&request).map_err(|err| super::attach_script::plan_error(&err))?;
+    let one_plain = plan.targets.len() == 1 && plan.targets[0].symbol == request.name && plan.targets[0].module.is_none();
+    Ok(!(simple && one_plain))
 }
 
 /// Prints events until a signal, the count limit, or a closed output ends

@@ -16,35 +16,57 @@ use super::{
     run::{self, End, Output},
 };
 use crate::{
-    btf::Btf,
     kernel::{self, KprobeSupport},
+    planner::{PlanError, Request},
     runtime,
     script::{
         compile::{self, CompileOptions},
+        env::Environment,
         span::Source,
     },
     tracer::{Mechanism, MechanismChoice},
 };
 
-/// Compiles, attaches and runs `script` on `args.function`.
+/// Compiles, attaches and runs `script` on `args.function`, which may be
+/// a glob or `MODULE:FUNC` and may match several functions.
 pub async fn run(
     args: &AttachArgs,
     script: &str,
     signals: [&mut tokio::signal::unix::Signal; 3],
 ) -> Result<(), CliError> {
-    let btf = Btf::from_sys_fs().ok();
-    let has_btf = btf
-        .as_ref()
-        .is_some_and(|btf| btf.find_function(&args.function).is_some());
-    if !has_btf {
-        super::attach::ensure_text_symbol(&args.function, btf.as_ref())?;
-    }
-    drop(btf);
+    let mut env = Environment::running_kernel();
+    env.function_address = args.address;
+    let mut request = Request::parse(&args.function);
+    request.address = args.address;
+    let plan = match env.functions() {
+        Some(functions) => Some(functions.plan(&request).map_err(|err| plan_error(&err))?),
+        None => {
+            if request.is_wildcard() || request.module.is_some() || args.address.is_some() {
+                return Err(CliError::runtime(format!(
+                    "`{}` needs the kernel's symbol table (/proc/kallsyms), which cannot be read; run as root",
+                    args.function
+                )));
+            }
+            None
+        }
+    };
+    // One plain vmlinux function gets fentry when it has a BTF prototype;
+    // several functions, clones and module functions get kprobes, which
+    // attach to all of them at once.
+    let several = plan.as_ref().is_some_and(|plan| {
+        plan.wildcard
+            || plan.targets.len() > 1
+            || plan.targets.iter().any(|target| target.module.is_some() || target.is_clone())
+    });
+    let has_btf = !several && env.btf().is_some_and(|btf| btf.find_function(&request.name).is_some());
 
     let mut candidates = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
+    if several && args.mechanism != MechanismChoice::Fentry {
+        candidates.push(Mechanism::Kprobe);
+    }
     if args.mechanism != MechanismChoice::Kprobe {
-        if has_btf {
+        if has_btf || several {
             candidates.push(Mechanism::Fentry);
         } else {
             reasons.push(format!(
@@ -53,7 +75,7 @@ pub async fn run(
             ));
         }
     }
-    if args.mechanism != MechanismChoice::Fentry {
+    if !several && args.mechanism != MechanismChoice::Fentry {
         candidates.push(Mechanism::Kprobe);
     }
 
@@ -67,6 +89,7 @@ pub async fn run(
     let mut options = CompileOptions::default();
     options.events_buffer = args.buffer_size;
     options.map_size = compile::DEFAULT_MAP_SIZE;
+    options.strict = args.strict;
     options.codegen.pid = args.pid;
     options.codegen.start_ktime_ns = run::monotonic_ns();
 
@@ -84,14 +107,20 @@ pub async fn run(
             (Mechanism::Kprobe, true) => "kretprobe",
         };
         let source = Source::new("SCRIPT", format!("{provider}:{} {body}\n", args.function));
-        let compiled = run::compile_source(&source, &options)?;
+        let compiled = run::compile_source_in(&source, &env, &options)?;
         match runtime::load(&compiled, &source, false, args.verbose > 0) {
             Ok(mut loaded) => {
                 info!("attached the script with {provider}");
+                for reason in &reasons {
+                    status!("note: {reason}; used {provider} instead");
+                }
+                let what = match plan.as_ref().map(|plan| plan.targets.len()) {
+                    Some(count) if count > 1 => format!("{} ({count} functions)", args.function),
+                    _ => args.function.clone(),
+                };
                 status!(
-                    "Running the script at each {} of {} with {provider}. Ctrl-C to end.",
+                    "Running the script at each {} of {what} with {provider}. Ctrl-C to end.",
                     if args.return_probe { "return" } else { "call" },
-                    args.function
                 );
                 let mut output = Output::open(None)?;
                 let target = args.pid.and_then(super::child::WatchedProcess::new);
@@ -103,6 +132,9 @@ pub async fn run(
                 }
                 if !matches!(end, End::OutputClosed) {
                     run::finish_maps(&loaded, &mut output);
+                }
+                for line in loaded.missed_report() {
+                    status!("{line}");
                 }
                 let lost = loaded.lost();
                 let mut summary = format!(
@@ -123,8 +155,10 @@ pub async fn run(
         }
     }
 
-    if let Some(reason) = kernel::untraceable_reason(&args.function) {
-        reasons.push(reason);
+    if plan.is_none() {
+        if let Some(reason) = kernel::untraceable_reason(&args.function) {
+            reasons.push(reason);
+        }
     }
     Err(CliError::runtime(format!(
         "cannot attach to kernel function `{}` on this kernel (Linux {}):\n{}\n\
@@ -138,4 +172,23 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join("\n")
     )))
+}
+
+/// Turns a planner error into the command's error, with a next step.
+pub(crate) fn plan_error(err: &PlanError) -> CliError {
+    let hint = match err {
+        PlanError::NotFound { .. } => {
+            "; check the spelling, or load the module that defines it; `probe list 'PATTERN'` lists what can be traced"
+        }
+        PlanError::Untraceable { .. } | PlanError::AllUntraceable { .. } => {
+            "; trace a caller instead, or a tracepoint near it (`probe list 'tracepoint:*'`)"
+        }
+        _ => "",
+    };
+    match err {
+        PlanError::ModuleNotLoaded { .. } | PlanError::Untraceable { .. } | PlanError::AllUntraceable { .. } => {
+            CliError::runtime(format!("{err}{hint}"))
+        }
+        _ => CliError::usage(format!("{err}{hint}")),
+    }
 }

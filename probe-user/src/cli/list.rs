@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::CliError;
-use crate::{btf::Btf, btf::Kind, kallsyms::Kallsyms, tracepoint};
+use crate::{btf::Btf, btf::Kind, kallsyms::Kallsyms, planner::glob_match, tracepoint};
 
 /// Options of `probe list`.
 #[derive(Clone, Debug, clap::Args)]
@@ -24,31 +24,6 @@ pub struct ListArgs {
     /// tracepoint's fields.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-}
-
-/// Matches `text` against a glob where `*` is any run of characters and
-/// `?` any one character.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
 }
 
 /// Lists the matching probes on standard output.
@@ -155,28 +130,4 @@ fn prototype(btf: &Btf, function: &str) -> Option<String> {
         btf.type_name(signature.return_type),
         params.join(", ")
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob_cases() {
-        let cases = [
-            ("vfs_*", "vfs_read", true),
-            ("vfs_*", "do_vfs_read", false),
-            ("*read*", "do_vfs_read", true),
-            ("vfs_rea?", "vfs_read", true),
-            ("vfs_rea?", "vfs_readv", false),
-            ("*", "", true),
-            ("", "x", false),
-            ("tracepoint:syscalls:*openat", "tracepoint:syscalls:sys_enter_openat", true),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXbY", false),
-        ];
-        for (pattern, text, expected) in cases {
-            assert_eq!(glob_match(pattern, text), expected, "{pattern} against {text}");
-        }
-    }
 }

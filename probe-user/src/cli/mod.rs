@@ -91,6 +91,7 @@ fn init_logging(verbosity: u8) {
         .format_target(false)
         .parse_default_env();
     let _ = builder.try_init();
+    crate::kernel::raise_open_file_limit();
 }
 
 /// Runs a command and turns its result into an exit status, printing an

@@ -166,9 +166,14 @@ fn read_source(args: &RunArgs) -> Result<Source, CliError> {
 
 /// Compiles `source`, printing warnings, or returns the rendered errors.
 pub fn compile_source(source: &Source, options: &CompileOptions) -> Result<Compiled, CliError> {
-    let env = Environment::running_kernel();
+    compile_source_in(source, &Environment::running_kernel(), options)
+}
+
+/// Compiles `source` against `env`, which callers that compile several
+/// times share so that the kernel's lists are read once.
+pub fn compile_source_in(source: &Source, env: &Environment, options: &CompileOptions) -> Result<Compiled, CliError> {
     let started = std::time::Instant::now();
-    let result = compile::compile(source, &env, options);
+    let result = compile::compile(source, env, options);
     info!("compiled in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     match result {
         Ok(compiled) => {
@@ -303,6 +308,9 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     loaded.detach();
     if !matches!(end, End::OutputClosed) {
         drain(&mut loaded, &compiled, &mut output);
+    }
+    for line in loaded.missed_report() {
+        status!("{line}");
     }
     if let Some(child) = child.take() {
         child.finish();

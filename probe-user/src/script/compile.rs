@@ -23,8 +23,13 @@ pub const DEFAULT_EVENTS_BUFFER: u32 = 1 << 20;
 pub const EVENTS_MAP_NAME: &str = "events";
 /// Name of the per-CPU lost-record counter map.
 pub const LOST_MAP_NAME: &str = "lost";
+/// Name of the one-entry array of zeroes that initializes map values.
+pub const ZERO_MAP_NAME: &str = "zero";
 /// Name of the per-CPU counters of updates dropped because a map was full.
 pub const DROPS_MAP_NAME: &str = "drops";
+/// Name of the array of function and probe names that kprobe.multi
+/// programs index with their BPF cookie.
+pub const NAMES_MAP_NAME: &str = "names";
 /// Default number of entries of each script map, as in bpftrace.
 pub const DEFAULT_MAP_SIZE: u32 = 4096;
 
@@ -41,6 +46,9 @@ pub struct CompileOptions {
     pub events_buffer: u32,
     /// Maximum number of entries of each script map.
     pub map_size: u32,
+    /// Makes kernel functions that match a probe but cannot be attached
+    /// to an error rather than a warning.
+    pub strict: bool,
 }
 
 impl Default for CompileOptions {
@@ -49,6 +57,7 @@ impl Default for CompileOptions {
             codegen: CodegenOptions::default(),
             events_buffer: DEFAULT_EVENTS_BUFFER,
             map_size: DEFAULT_MAP_SIZE,
+            strict: false,
         }
     }
 }
@@ -61,6 +70,10 @@ pub struct CompiledProbe {
     pub kind: ProbeKind,
     /// The lowered code, with the script line of each instruction.
     pub code: Lowered,
+    /// Whether the probe is one of many functions that a glob or a shared
+    /// name matched: when it cannot be loaded or attached, the others
+    /// still run, unless the compilation was strict.
+    pub optional: bool,
 }
 
 /// The result of compiling a script.
@@ -75,11 +88,28 @@ pub struct Compiled {
     pub maps: Vec<MapSpec>,
     /// Entries per script map.
     pub map_size: u32,
+    /// Contents of the names map: for each kprobe.multi cookie `c`, the
+    /// function's name at `2 * c` and the probe's name at `2 * c + 1`.
+    pub function_names: Vec<String>,
+    /// Entry size of the names map.
+    pub name_size: u32,
+    /// Whether an optional probe that fails to load or attach is an error.
+    pub strict: bool,
     /// Warnings, to show even though compilation succeeded.
     pub warnings: Vec<Diagnostic>,
 }
 
 impl Compiled {
+    /// Names of the object's maps, in `MapRef` order.
+    pub fn map_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [EVENTS_MAP_NAME, LOST_MAP_NAME, ZERO_MAP_NAME, DROPS_MAP_NAME, NAMES_MAP_NAME]
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
+        names.extend((0..self.maps.len()).map(script_map_name));
+        names
+    }
+
     /// An annotated listing of every program: each instruction with the
     /// script line that produced it.
     pub fn listing(&self, source: &Source) -> String {
@@ -135,13 +165,45 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         );
     }
 
-    // Each attach point is resolved once: resolving a kprobe without BTF
-    // reads /proc/kallsyms, which takes tens of milliseconds.
-    let resolutions: Vec<Vec<Result<ResolvedProbe, Diagnostic>>> = program
+    // Each attach point is resolved once: resolving a kernel function reads
+    // /proc/kallsyms, which takes tens of milliseconds.
+    let mut resolve_notes = Vec::new();
+    let mut resolutions: Vec<Vec<Result<ResolvedProbe, Diagnostic>>> = program
         .probes
         .iter()
-        .map(|probe| probe.attach_points.iter().map(|point| probes::resolve(point, env)).collect())
+        .map(|probe| {
+            let mut resolved = Vec::new();
+            for point in &probe.attach_points {
+                match probes::resolve(point, env, &mut resolve_notes) {
+                    Ok(list) => resolved.extend(list.into_iter().map(Ok)),
+                    Err(diagnostic) => resolved.push(Err(diagnostic)),
+                }
+            }
+            resolved
+        })
         .collect();
+    if options.strict {
+        for note in &mut resolve_notes {
+            if note.severity == diagnostic::Severity::Warning {
+                note.severity = diagnostic::Severity::Error;
+                note.hints.push("--strict makes this an error; drop it to attach to the rest".into());
+            }
+        }
+    }
+    diagnostics.append(&mut resolve_notes);
+    let function_names = assign_cookies(&mut resolutions);
+    // Programs expanded from a glob print `func` and `probe` at one size
+    // too, so that map keys made of them are not cut to the first name.
+    let expanded_names: Vec<String> = resolutions
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|resolved| resolved.optional)
+        .map(|resolved| resolved.kind.display_name())
+        .collect();
+    let name_size = codegen::name_size(function_names.iter().chain(&expanded_names));
+    let mut codegen_options = options.codegen.clone();
+    codegen_options.name_size = name_size;
 
     // A map's types come from its first assignment, which may come after
     // a read in the text (a kretprobe above its kprobe). A first pass
@@ -155,7 +217,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             let mut generate = CodegenRun {
                 env,
                 source,
-                options: &options.codegen,
+                options: &codegen_options,
                 outputs: &mut scratch_outputs,
                 maps: &mut maps,
                 diagnostics: &mut scratch_diagnostics,
@@ -179,7 +241,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             let mut generate = CodegenRun {
                 env,
                 source,
-                options: &options.codegen,
+                options: &codegen_options,
                 outputs: &mut outputs,
                 maps: &mut maps,
                 diagnostics: &mut diagnostics,
@@ -192,6 +254,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
                     symbol: format!("probe_{probe_index}_{point_index}"),
                     kind: resolved.kind,
                     code,
+                    optional: resolved.optional,
                 }),
                 Err(err) => diagnostics.push(Diagnostic::error(probe.span, err.to_string())),
             }
@@ -231,7 +294,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             flags: 0,
         },
         MapDef {
-            name: "zero".into(),
+            name: ZERO_MAP_NAME.into(),
             map_type: MapType::Array,
             key_size: 4,
             value_size: maps.largest_value() as u32,
@@ -244,6 +307,14 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             key_size: 4,
             value_size: 8,
             max_entries: maps.maps().len().max(1) as u32,
+            flags: 0,
+        },
+        MapDef {
+            name: NAMES_MAP_NAME.into(),
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: name_size,
+            max_entries: function_names.len().max(1) as u32,
             flags: 0,
         },
     ];
@@ -266,6 +337,9 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         outputs,
         maps: maps.maps().iter().map(|decl| decl.spec.clone()).collect(),
         map_size: options.map_size,
+        function_names,
+        name_size,
+        strict: options.strict,
         warnings: diagnostics,
     })
 }
@@ -295,6 +369,23 @@ impl CodegenRun<'_> {
             self.diagnostics,
         )
     }
+}
+
+/// Numbers the targets of every kprobe.multi probe with BPF cookies and
+/// returns the names map's contents, two entries per cookie.
+fn assign_cookies(resolutions: &mut [Vec<Result<ResolvedProbe, Diagnostic>>]) -> Vec<String> {
+    let mut names = Vec::new();
+    for resolved in resolutions.iter_mut().flatten().flatten() {
+        if let ProbeKind::KprobeMulti { targets, ret, first_cookie, .. } = &mut resolved.kind {
+            *first_cookie = (names.len() / 2) as u32;
+            let provider = if *ret { "kretprobe" } else { "kprobe" };
+            for target in targets.iter() {
+                names.push(target.symbol.clone());
+                names.push(format!("{provider}:{}", target.qualified_name()));
+            }
+        }
+    }
+    names
 }
 
 fn dedup_diagnostics(diagnostics: &mut Vec<Diagnostic>) {

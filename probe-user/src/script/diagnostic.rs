@@ -16,6 +16,9 @@ const TAB_WIDTH: usize = 4;
 pub enum Severity {
     Error,
     Warning,
+    /// Information about what the compiler chose, such as the functions
+    /// a name matched.
+    Note,
 }
 
 impl fmt::Display for Severity {
@@ -23,6 +26,7 @@ impl fmt::Display for Severity {
         f.write_str(match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         })
     }
 }
@@ -55,6 +59,10 @@ impl Diagnostic {
 
     pub fn warning(span: Span, message: impl Into<String>) -> Self {
         Self::new(Severity::Warning, span, message)
+    }
+
+    pub fn note(span: Span, message: impl Into<String>) -> Self {
+        Self::new(Severity::Note, span, message)
     }
 
     fn new(severity: Severity, span: Span, message: impl Into<String>) -> Self {

@@ -13,6 +13,7 @@ use std::{
 
 use crate::{
     btf::{Btf, Kind},
+    planner::KernelFunctions,
     tracepoint::{self, Format},
 };
 
@@ -22,6 +23,14 @@ pub struct Environment {
     btf_loader: Box<dyn Fn() -> Option<Btf>>,
     formats: RefCell<HashMap<(String, String), Option<Rc<Format>>>>,
     format_loader: Box<dyn Fn(&str, &str) -> Result<Option<Format>, String>>,
+    functions: OnceCell<Option<Rc<KernelFunctions>>>,
+    functions_loader: Box<dyn Fn() -> Option<KernelFunctions>>,
+    kprobe_multi: OnceCell<bool>,
+    kprobe_multi_probe: Box<dyn Fn() -> bool>,
+    module_btf: RefCell<HashMap<String, Option<Rc<Btf>>>>,
+    /// The entry address that `--address` picked, for functions that
+    /// share a name.
+    pub function_address: Option<u64>,
 }
 
 impl Environment {
@@ -41,6 +50,18 @@ impl Environment {
             format_loader: Box::new(|category, name| {
                 tracepoint::read_format(category, name).map_err(|err| err.to_string())
             }),
+            functions: OnceCell::new(),
+            functions_loader: Box::new(|| match KernelFunctions::read() {
+                Ok(functions) => Some(functions),
+                Err(err) => {
+                    log::info!("cannot read the kernel's symbols: {err}");
+                    None
+                }
+            }),
+            kprobe_multi: OnceCell::new(),
+            kprobe_multi_probe: Box::new(crate::kprobe_link::multi_supported),
+            module_btf: RefCell::new(HashMap::new()),
+            function_address: None,
         }
     }
 
@@ -57,7 +78,52 @@ impl Environment {
             btf_loader: Box::new(|| None),
             formats: RefCell::new(table),
             format_loader: Box::new(|_, _| Ok(None)),
+            functions: OnceCell::from(None),
+            functions_loader: Box::new(|| None),
+            kprobe_multi: OnceCell::from(false),
+            kprobe_multi_probe: Box::new(|| false),
+            module_btf: RefCell::new(HashMap::new()),
+            function_address: None,
         }
+    }
+
+    /// Sets the kernel's function lists and whether kprobe.multi links
+    /// work, for tests of the attach planner.
+    pub fn with_functions(mut self, functions: KernelFunctions, kprobe_multi: bool) -> Self {
+        self.functions = OnceCell::from(Some(Rc::new(functions)));
+        self.kprobe_multi = OnceCell::from(kprobe_multi);
+        self
+    }
+
+    /// Returns the kernel's symbol table and tracing lists, read on first
+    /// use; `None` when `/proc/kallsyms` cannot be read (and always for
+    /// fixed environments without them).
+    pub fn functions(&self) -> Option<Rc<KernelFunctions>> {
+        self.functions.get_or_init(|| (self.functions_loader)().map(Rc::new)).clone()
+    }
+
+    /// Tells whether the kernel attaches kprobe.multi links, found out on
+    /// first use.
+    pub fn kprobe_multi(&self) -> bool {
+        *self.kprobe_multi.get_or_init(|| (self.kprobe_multi_probe)())
+    }
+
+    /// Returns the split BTF of a loaded module, read on first use;
+    /// `None` when the module or the kernel publishes none.
+    pub fn module_btf(&self, module: &str) -> Option<Rc<Btf>> {
+        if let Some(cached) = self.module_btf.borrow().get(module) {
+            return cached.clone();
+        }
+        let path = std::path::Path::new("/sys/kernel/btf").join(module);
+        let btf = self.btf().and_then(|base| match Btf::from_split_file(&path, base) {
+            Ok(btf) => Some(Rc::new(btf)),
+            Err(err) => {
+                log::info!("no BTF for module {module}: {err}");
+                None
+            }
+        });
+        self.module_btf.borrow_mut().insert(module.to_owned(), btf.clone());
+        btf
     }
 
     /// Returns the kernel's BTF, read on first use.

@@ -9,7 +9,14 @@ use super::{
     diagnostic::Diagnostic,
     env::Environment,
 };
-use crate::{btf::Btf, suggest, tracepoint::{self, Format}};
+use super::span::Span;
+use crate::{
+    btf::Btf,
+    kallsyms::KALLSYMS_PATH,
+    planner::{FunctionTarget, Plan, PlanError, Request, clone_base},
+    suggest,
+    tracepoint::{self, Format},
+};
 
 /// The kind of program a probe compiles to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,8 +25,21 @@ pub enum ProbeKind {
     Begin,
     /// Runs once when the run ends.
     End,
-    Kprobe { function: String },
-    Kretprobe { function: String },
+    /// A kprobe on one function entry. `function` is the kallsyms name,
+    /// `MODULE:FUNC` for module functions; a nonzero `address` attaches at
+    /// that address, which tells apart functions that share a name.
+    Kprobe { function: String, address: u64 },
+    Kretprobe { function: String, address: u64 },
+    /// One program attached to many functions through a kprobe.multi link
+    /// (Linux 5.18 and later, with `CONFIG_FPROBE`). Target `i` gets
+    /// the BPF cookie `first_cookie + i`, which names it in the `names`
+    /// map for `func` and `probe`.
+    KprobeMulti {
+        pattern: String,
+        targets: Vec<FunctionTarget>,
+        ret: bool,
+        first_cookie: u32,
+    },
     Fentry { function: String },
     Fexit { function: String },
     Tracepoint { category: String, name: String },
@@ -38,8 +58,8 @@ impl ProbeKind {
             // BEGIN and END are raw tracepoint programs that the tool runs
             // itself with BPF_PROG_TEST_RUN, never attached.
             ProbeKind::Begin | ProbeKind::End => format!("raw_tracepoint/{symbol}"),
-            ProbeKind::Kprobe { .. } => format!("kprobe/{symbol}"),
-            ProbeKind::Kretprobe { .. } => format!("kretprobe/{symbol}"),
+            ProbeKind::Kprobe { .. } | ProbeKind::KprobeMulti { ret: false, .. } => format!("kprobe/{symbol}"),
+            ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. } => format!("kretprobe/{symbol}"),
             ProbeKind::Fentry { .. } => format!("fentry/{symbol}"),
             ProbeKind::Fexit { .. } => format!("fexit/{symbol}"),
             ProbeKind::Tracepoint { .. } => format!("tracepoint/{symbol}"),
@@ -53,8 +73,11 @@ impl ProbeKind {
         match self {
             ProbeKind::Begin => "BEGIN".into(),
             ProbeKind::End => "END".into(),
-            ProbeKind::Kprobe { function } => format!("kprobe:{function}"),
-            ProbeKind::Kretprobe { function } => format!("kretprobe:{function}"),
+            ProbeKind::Kprobe { function, .. } => format!("kprobe:{function}"),
+            ProbeKind::Kretprobe { function, .. } => format!("kretprobe:{function}"),
+            ProbeKind::KprobeMulti { pattern, ret, .. } => {
+                format!("{}:{pattern}", if *ret { "kretprobe" } else { "kprobe" })
+            }
             ProbeKind::Fentry { function } => format!("fentry:{function}"),
             ProbeKind::Fexit { function } => format!("fexit:{function}"),
             ProbeKind::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
@@ -67,8 +90,8 @@ impl ProbeKind {
     /// The kernel function the probe is on, if any.
     pub fn function(&self) -> Option<&str> {
         match self {
-            ProbeKind::Kprobe { function }
-            | ProbeKind::Kretprobe { function }
+            ProbeKind::Kprobe { function, .. }
+            | ProbeKind::Kretprobe { function, .. }
             | ProbeKind::Fentry { function }
             | ProbeKind::Fexit { function } => Some(function),
             _ => None,
@@ -77,7 +100,26 @@ impl ProbeKind {
 
     /// Tells whether the probe fires at a function's return.
     pub fn is_return(&self) -> bool {
-        matches!(self, ProbeKind::Kretprobe { .. } | ProbeKind::Fexit { .. })
+        matches!(
+            self,
+            ProbeKind::Kretprobe { .. } | ProbeKind::Fexit { .. } | ProbeKind::KprobeMulti { ret: true, .. }
+        )
+    }
+
+    /// The provider name that a script would use for this probe.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            ProbeKind::Begin => "BEGIN",
+            ProbeKind::End => "END",
+            ProbeKind::Kprobe { .. } | ProbeKind::KprobeMulti { ret: false, .. } => "kprobe",
+            ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. } => "kretprobe",
+            ProbeKind::Fentry { .. } => "fentry",
+            ProbeKind::Fexit { .. } => "fexit",
+            ProbeKind::Tracepoint { .. } => "tracepoint",
+            ProbeKind::RawTracepoint { .. } => "rawtracepoint",
+            ProbeKind::Interval { .. } => "interval",
+            ProbeKind::Profile { .. } => "profile",
+        }
     }
 }
 
@@ -147,27 +189,37 @@ pub enum ArgSource {
 pub struct ResolvedProbe {
     pub kind: ProbeKind,
     pub args: ArgSource,
+    /// Why `args` is unavailable when `args` is `Registers(None)`.
+    pub untyped_reason: Option<String>,
+    /// The split BTF that types a module function's arguments; `None`
+    /// for vmlinux functions, typed by the kernel's own BTF.
+    pub module_btf: Option<Rc<Btf>>,
+    /// Set for one of several programs that a glob or a shared name
+    /// expanded to, which may fail alone.
+    pub optional: bool,
+}
+
+impl ResolvedProbe {
+    fn new(kind: ProbeKind, args: ArgSource) -> Self {
+        Self {
+            kind,
+            args,
+            untyped_reason: None,
+            module_btf: None,
+            optional: false,
+        }
+    }
 }
 
 /// Attach-point providers the compiler supports today.
 const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval and profile";
 
-/// Resolves one attach point against the kernel's BTF and tracepoints.
-pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, Diagnostic> {
+/// Resolves one attach point against the kernel's symbols, BTF and
+/// tracepoints. A probe on several kernel functions may become several
+/// programs; notes on what was matched or skipped go to `notes`.
+pub fn resolve(point: &AttachPoint, env: &Environment, notes: &mut Vec<Diagnostic>) -> Result<Vec<ResolvedProbe>, Diagnostic> {
     match (&point.provider, &point.target) {
-        (Provider::Begin, _) => Ok(ResolvedProbe {
-            kind: ProbeKind::Begin,
-            args: ArgSource::None,
-        }),
-        (Provider::End, _) => Ok(ResolvedProbe {
-            kind: ProbeKind::End,
-            args: ArgSource::None,
-        }),
         (Provider::Kprobe | Provider::Kretprobe, AttachTarget::Kprobe { module, location }) => {
-            if let Some(module) = module {
-                return Err(Diagnostic::error(module.span, "module-qualified kprobes are not supported yet")
-                    .with_hint(format!("drop `{}:` and name the function alone", module.text)));
-            }
             let Location::Symbol { name, offset } = location else {
                 return Err(Diagnostic::error(point.span, "kprobes on addresses are not supported yet")
                     .with_hint("name the function instead"));
@@ -175,57 +227,30 @@ pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
             if let Some(offset) = offset {
                 return Err(Diagnostic::error(offset.span, "kprobes at an offset are not supported yet"));
             }
-            check_plain_name(&name.text, name.span)?;
-            let signature = env
-                .btf()
-                .and_then(|btf| Signature::from_btf(&btf, &name.text))
-                .map(Rc::new);
-            if signature.is_none() {
-                check_kernel_function(&name.text, name.span, env)?;
-            }
-            let function = name.text.clone();
-            let kind = if point.provider == Provider::Kprobe {
-                ProbeKind::Kprobe { function }
-            } else {
-                ProbeKind::Kretprobe { function }
+            let request = Request {
+                module: module.as_ref().map(|m| m.text.clone()),
+                name: name.text.clone(),
+                address: env.function_address,
             };
-            Ok(ResolvedProbe {
-                kind,
-                args: ArgSource::Registers(signature),
-            })
+            resolve_kprobes(&request, point.provider == Provider::Kretprobe, point.span, env, notes)
         }
         (Provider::Fentry | Provider::Fexit, AttachTarget::Fentry { module, function }) => {
-            if let Some(module) = module {
-                return Err(Diagnostic::error(module.span, "module-qualified fentry probes are not supported yet")
-                    .with_hint(format!("drop `{}:` and name the function alone", module.text)));
-            }
-            check_plain_name(&function.text, function.span)?;
-            let Some(btf) = env.btf() else {
-                return Err(Diagnostic::error(function.span, "fentry and fexit need the kernel's BTF, which this kernel does not provide")
-                    .with_hint("use kprobe or kretprobe instead, which work without BTF"));
+            let request = Request {
+                module: module.as_ref().map(|m| m.text.clone()),
+                name: function.text.clone(),
+                address: env.function_address,
             };
-            let Some(signature) = Signature::from_btf(&btf, &function.text) else {
-                let mut diagnostic = Diagnostic::error(
-                    function.span,
-                    format!("kernel function `{}` has no BTF prototype, which fentry and fexit need", function.text),
-                );
-                let matches = suggest::close_matches(&function.text, btf.function_names(), 3);
-                if !matches.is_empty() {
-                    diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
-                }
-                return Err(diagnostic.with_hint("functions without BTF can still be traced with kprobe"));
-            };
-            let function = function.text.clone();
-            let kind = if point.provider == Provider::Fentry {
-                ProbeKind::Fentry { function }
-            } else {
-                ProbeKind::Fexit { function }
-            };
-            Ok(ResolvedProbe {
-                kind,
-                args: ArgSource::Trampoline(Rc::new(signature)),
-            })
+            resolve_fentry(&request, point.provider == Provider::Fexit, function.span, env, notes)
         }
+        _ => resolve_one(point, env).map(|probe| vec![probe]),
+    }
+}
+
+/// Resolves an attach point that names one object.
+fn resolve_one(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, Diagnostic> {
+    match (&point.provider, &point.target) {
+        (Provider::Begin, _) => Ok(ResolvedProbe::new(ProbeKind::Begin, ArgSource::None)),
+        (Provider::End, _) => Ok(ResolvedProbe::new(ProbeKind::End, ArgSource::None)),
         (Provider::Tracepoint, AttachTarget::Tracepoint { category, name }) => {
             check_plain_name(&category.text, category.span)?;
             check_plain_name(&name.text, name.span)?;
@@ -243,25 +268,25 @@ pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
                 }
                 return Err(diagnostic.with_hint("list tracepoints with `cat /sys/kernel/tracing/available_events`"));
             };
-            Ok(ResolvedProbe {
-                kind: ProbeKind::Tracepoint {
+            Ok(ResolvedProbe::new(
+                ProbeKind::Tracepoint {
                     category: category.text.clone(),
                     name: name.text.clone(),
                 },
-                args: ArgSource::Tracepoint(format),
-            })
+                ArgSource::Tracepoint(format),
+            ))
         }
         (Provider::RawTracepoint, AttachTarget::RawTracepoint { module, name }) => {
             if let Some(module) = module {
                 return Err(Diagnostic::error(module.span, "module-qualified raw tracepoints are not supported yet"));
             }
             check_plain_name(&name.text, name.span)?;
-            Ok(ResolvedProbe {
-                kind: ProbeKind::RawTracepoint {
+            Ok(ResolvedProbe::new(
+                ProbeKind::RawTracepoint {
                     name: name.text.clone(),
                 },
-                args: ArgSource::RawArgs,
-            })
+                ArgSource::RawArgs,
+            ))
         }
         (Provider::Interval | Provider::Profile, AttachTarget::Timer { unit, unit_span, value }) => {
             let interval = point.provider == Provider::Interval;
@@ -291,7 +316,7 @@ pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
             } else {
                 ProbeKind::Profile { hz, period_ns, text }
             };
-            Ok(ResolvedProbe { kind, args: ArgSource::None })
+            Ok(ResolvedProbe::new(kind, ArgSource::None))
         }
         (provider, _) => Err(Diagnostic::error(
             point.span,
@@ -303,28 +328,250 @@ pub fn resolve(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
 
 fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnostic> {
     if name.contains(['*', '?']) {
-        return Err(Diagnostic::error(span, format!("wildcards in probe names (`{name}`) are not supported yet"))
-            .with_hint("name one function or tracepoint per attach point; several attach points may share a block: `kprobe:a, kprobe:b { ... }`"));
+        return Err(Diagnostic::error(span, format!("wildcards in tracepoint names (`{name}`) are not supported yet"))
+            .with_hint("name one tracepoint per attach point; several attach points may share a block: `tracepoint:a:b, tracepoint:a:c { ... }`"));
     }
     Ok(())
 }
 
-/// Checks that a function without BTF exists in kallsyms.
-fn check_kernel_function(name: &str, span: super::span::Span, env: &Environment) -> Result<(), Diagnostic> {
-    let Ok(kallsyms) = crate::kallsyms::Kallsyms::read() else {
-        // Without a readable symbol table, the attach step reports a
-        // missing function.
-        return Ok(());
+/// Resolves `kprobe:` and `kretprobe:` on a function, a glob, or
+/// `MODULE:FUNC`. One target is one program, typed by BTF when the
+/// function has a prototype; several become one kprobe.multi program when
+/// the kernel has them, or one program per target otherwise.
+fn resolve_kprobes(
+    request: &Request,
+    ret: bool,
+    span: Span,
+    env: &Environment,
+    notes: &mut Vec<Diagnostic>,
+) -> Result<Vec<ResolvedProbe>, Diagnostic> {
+    let Some(functions) = env.functions() else {
+        return resolve_kprobe_by_name(request, ret, span, env);
     };
-    if kallsyms.text_symbols(name).next().is_some() {
-        return Ok(());
+    let plan = functions.plan(request).map_err(|err| plan_diagnostic(&err, span))?;
+    note_plan(&plan, request, span, notes);
+
+    if plan.targets.len() == 1 && !plan.wildcard {
+        return Ok(vec![single_kprobe(&plan.targets[0], ret, env)]);
     }
-    let btf = env.btf();
-    let btf_names = btf.iter().flat_map(|btf| btf.function_names());
-    let matches = suggest::close_matches(name, kallsyms.text_names().chain(btf_names), 3);
-    let mut diagnostic = Diagnostic::error(span, format!("kernel function `{name}` not found"));
-    if !matches.is_empty() {
-        diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+    let reason = format!(
+        "`args` is not available on `{}`: it matches {} functions, whose prototypes can differ",
+        request_text(request),
+        plan.targets.len()
+    );
+    if env.kprobe_multi() {
+        let kind = ProbeKind::KprobeMulti {
+            pattern: request_text(request),
+            targets: plan.targets,
+            ret,
+            first_cookie: 0,
+        };
+        let mut probe = ResolvedProbe::new(kind, ArgSource::Registers(None));
+        probe.untyped_reason = Some(reason);
+        return Ok(vec![probe]);
     }
-    Err(diagnostic)
+    Ok(plan
+        .targets
+        .iter()
+        .map(|target| {
+            let mut probe = single_kprobe(target, ret, env);
+            probe.args = ArgSource::Registers(None);
+            probe.untyped_reason = Some(reason.clone());
+            probe.optional = true;
+            probe
+        })
+        .collect())
+}
+
+/// A kprobe on one function entry, at its address when the name alone
+/// could be ambiguous.
+fn single_kprobe(target: &FunctionTarget, ret: bool, env: &Environment) -> ResolvedProbe {
+    let function = target.qualified_name();
+    let kind = if ret {
+        ProbeKind::Kretprobe { function, address: target.address }
+    } else {
+        ProbeKind::Kprobe { function, address: target.address }
+    };
+    if let Some(base) = clone_base(&target.symbol) {
+        let mut probe = ResolvedProbe::new(kind, ArgSource::Registers(None));
+        probe.untyped_reason = Some(format!(
+            "`{}` is a compiler clone of `{base}` whose arguments may differ from `{base}`'s prototype",
+            target.symbol
+        ));
+        return probe;
+    }
+    let (signature, module_btf) = target_signature(target, env);
+    let mut probe = ResolvedProbe::new(kind, ArgSource::Registers(signature));
+    probe.module_btf = module_btf;
+    probe
+}
+
+/// Looks a function's prototype up in vmlinux BTF, or in its module's.
+fn target_signature(target: &FunctionTarget, env: &Environment) -> (Option<Rc<Signature>>, Option<Rc<Btf>>) {
+    match &target.module {
+        None => {
+            let signature = env.btf().and_then(|btf| Signature::from_btf(&btf, &target.symbol));
+            (signature.map(Rc::new), None)
+        }
+        Some(module) => {
+            let Some(btf) = env.module_btf(module) else {
+                return (None, None);
+            };
+            let signature = Signature::from_btf(&btf, &target.symbol).map(Rc::new);
+            (signature, Some(btf))
+        }
+    }
+}
+
+/// Resolves a kprobe by name alone, when the symbol table cannot be read.
+fn resolve_kprobe_by_name(request: &Request, ret: bool, span: Span, env: &Environment) -> Result<Vec<ResolvedProbe>, Diagnostic> {
+    if request.is_wildcard() || request.module.is_some() {
+        return Err(Diagnostic::error(
+            span,
+            format!("`{}` needs the kernel's symbol table ({KALLSYMS_PATH}), which cannot be read", request_text(request)),
+        )
+        .with_hint("run as root, or name one vmlinux function"));
+    }
+    let target = FunctionTarget {
+        symbol: request.name.clone(),
+        module: None,
+        address: 0,
+    };
+    Ok(vec![single_kprobe(&target, ret, env)])
+}
+
+/// Resolves `fentry:` and `fexit:`: one program per function, each typed
+/// by its BTF prototype. Targets that fentry cannot reach are skipped
+/// with their reason.
+fn resolve_fentry(
+    request: &Request,
+    ret: bool,
+    span: Span,
+    env: &Environment,
+    notes: &mut Vec<Diagnostic>,
+) -> Result<Vec<ResolvedProbe>, Diagnostic> {
+    let Some(btf) = env.btf() else {
+        return Err(Diagnostic::error(span, "fentry and fexit need the kernel's BTF, which this kernel does not provide")
+            .with_hint("use kprobe or kretprobe instead, which work without BTF"));
+    };
+    let targets = match env.functions() {
+        Some(functions) => {
+            let plan = functions.plan(request).map_err(|err| plan_diagnostic(&err, span))?;
+            note_plan(&plan, request, span, notes);
+            plan.targets
+        }
+        None if !request.is_wildcard() && request.module.is_none() => vec![FunctionTarget {
+            symbol: request.name.clone(),
+            module: None,
+            address: 0,
+        }],
+        None => {
+            return Err(Diagnostic::error(
+                span,
+                format!("`{}` needs the kernel's symbol table ({KALLSYMS_PATH}), which cannot be read", request_text(request)),
+            ));
+        }
+    };
+
+    let mut seen = std::collections::HashSet::new();
+    let duplicated: Vec<&str> = targets
+        .iter()
+        .filter(|target| !seen.insert(target.symbol.as_str()))
+        .map(|target| target.symbol.as_str())
+        .collect();
+    let mut probes = Vec::new();
+    let mut skipped = Vec::new();
+    let optional = targets.len() > 1;
+    for target in &targets {
+        let reason = if target.module.is_some() {
+            Some("fentry on module functions is not supported; use kprobe".to_owned())
+        } else if clone_base(&target.symbol).is_some() {
+            Some("a compiler clone has no BTF prototype; use kprobe".to_owned())
+        } else if duplicated.contains(&target.symbol.as_str()) {
+            Some("several functions share this name and fentry attaches by name; use kprobe".to_owned())
+        } else {
+            None
+        };
+        let signature = match reason {
+            Some(reason) => Err(reason),
+            None => Signature::from_btf(&btf, &target.symbol).ok_or_else(|| "it has no BTF prototype, which fentry needs".to_owned()),
+        };
+        match signature {
+            Ok(signature) => {
+                let function = target.symbol.clone();
+                let kind = if ret { ProbeKind::Fexit { function } } else { ProbeKind::Fentry { function } };
+                let mut probe = ResolvedProbe::new(kind, ArgSource::Trampoline(Rc::new(signature)));
+                probe.optional = optional;
+                probes.push(probe);
+            }
+            Err(reason) => skipped.push((target.qualified_name(), reason)),
+        }
+    }
+    if probes.is_empty() {
+        let (name, reason) = &skipped[0];
+        let mut diagnostic = Diagnostic::error(span, format!("cannot attach fentry to `{name}`: {reason}"));
+        if !request.is_wildcard() {
+            let matches = suggest::close_matches(&request.name, btf.function_names(), 3);
+            if !matches.is_empty() && targets.is_empty() {
+                diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+            }
+        }
+        return Err(diagnostic.with_hint("functions without BTF can still be traced with kprobe"));
+    }
+    if !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().take(5).map(|(name, reason)| format!("{name} ({reason})")).collect();
+        let more = if skipped.len() > 5 { format!(", and {} more", skipped.len() - 5) } else { String::new() };
+        notes.push(Diagnostic::warning(
+            span,
+            format!("{} of the matching functions are skipped: {}{more}", skipped.len(), list.join(", ")),
+        ));
+    }
+    Ok(probes)
+}
+
+/// Reports what a plan matched beyond the obvious: clones, duplicates and
+/// skipped matches.
+fn note_plan(plan: &Plan, request: &Request, span: Span, notes: &mut Vec<Diagnostic>) {
+    if let Some(description) = plan.describe(&request_text(request)) {
+        notes.push(Diagnostic::note(span, description));
+    }
+    if !plan.skipped.is_empty() {
+        let list: Vec<String> = plan.skipped.iter().take(5).map(|skipped| skipped.name.clone()).collect();
+        let more = if plan.skipped.len() > 5 { format!(", and {} more", plan.skipped.len() - 5) } else { String::new() };
+        let reason = plan.skipped[0].reason;
+        notes.push(
+            Diagnostic::warning(
+                span,
+                format!(
+                    "{} matching function{} cannot be traced and {} skipped: {}{more}",
+                    plan.skipped.len(),
+                    if plan.skipped.len() == 1 { "" } else { "s" },
+                    if plan.skipped.len() == 1 { "is" } else { "are" },
+                    list.join(", ")
+                ),
+            )
+            .with_hint(format!("the first is {reason}")),
+        );
+    }
+}
+
+fn request_text(request: &Request) -> String {
+    match &request.module {
+        Some(module) => format!("{module}:{}", request.name),
+        None => request.name.clone(),
+    }
+}
+
+/// Turns a planner error into a diagnostic at the probe name.
+fn plan_diagnostic(err: &PlanError, span: Span) -> Diagnostic {
+    let diagnostic = Diagnostic::error(span, err.to_string());
+    match err {
+        PlanError::NotFound { .. } => diagnostic.with_hint(
+            "check the spelling, or load the module that defines it; `probe list 'PATTERN'` lists what exists",
+        ),
+        PlanError::Untraceable { .. } | PlanError::AllUntraceable { .. } => {
+            diagnostic.with_hint("trace a caller, or a tracepoint near it (`probe list 'tracepoint:*NAME*'`)")
+        }
+        _ => diagnostic,
+    }
 }

@@ -67,7 +67,8 @@ pub fn kernel_has_kprobes() -> bool {
 }
 
 /// Returns the names of loaded BPF programs whose name starts with one of
-/// the default tracer's program names (the kernel keeps 15 characters).
+/// the default tracer's program names or the `probe_` of compiled scripts
+/// (the kernel keeps 15 characters).
 pub fn tracer_programs() -> Vec<String> {
     let output = run(helper().arg("bpf-objects"));
     assert!(
@@ -79,7 +80,7 @@ pub fn tracer_programs() -> Vec<String> {
         .lines()
         .filter(|line| line.starts_with("prog "))
         .filter_map(|line| line.split_whitespace().nth(3).map(str::to_owned))
-        .filter(|name| name.starts_with("trace_") || name.starts_with("save_entry"))
+        .filter(|name| name.starts_with("trace_") || name.starts_with("save_entry") || name.starts_with("probe_"))
         .collect()
 }
 

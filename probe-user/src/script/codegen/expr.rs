@@ -1,7 +1,7 @@
 //! Expressions: builtins, arithmetic, comparisons, casts, and reading
 //! kernel data through `args` and BTF-typed pointers.
 
-use super::{Codegen, IntTy, Reported, Result, Val, Variable, helper, unassigned_variable};
+use super::{Codegen, IntTy, NAMES_MAP, Reported, Result, Val, Variable, helper, unassigned_variable};
 use crate::{
     btf::{Kind, ValueFormat},
     script::{
@@ -215,8 +215,25 @@ impl Codegen<'_> {
                 });
                 Ok(Val::Str { slot, len: 16 })
             }
+            "func" | "probe" if matches!(self.probe.kind, ProbeKind::KprobeMulti { .. }) => {
+                Ok(self.multi_probe_name(name == "probe"))
+            }
+            "func" | "probe" if self.probe.optional => {
+                let text = if name == "func" {
+                    self.probe.kind.function().map(|f| f.rsplit(':').next().unwrap_or(f).to_owned()).unwrap_or_default()
+                } else {
+                    self.probe.kind.display_name()
+                };
+                // One fixed size for every program of the glob, so that
+                // the names compare and key maps alike.
+                let mut bytes = text.into_bytes();
+                bytes.resize(self.options.name_size.saturating_sub(1).max(bytes.len() as u32) as usize, 0);
+                let (slot, len) = self.string_value(Val::Lit(bytes), span)?;
+                Ok(Val::Str { slot, len })
+            }
             "func" => match self.probe.kind.function() {
-                Some(function) => Ok(Val::Lit(function.as_bytes().to_vec())),
+                // `MODULE:FUNC` names the function `FUNC`.
+                Some(function) => Ok(Val::Lit(function.rsplit(':').next().unwrap_or(function).as_bytes().to_vec())),
                 None => Err(self.error(Diagnostic::error(
                     span,
                     format!("`func` is only available in probes on kernel functions, not in {}", self.probe.kind.display_name()),
@@ -233,11 +250,12 @@ impl Codegen<'_> {
             },
             "args" => match &self.probe.args {
                 ArgSource::Tracepoint(_) | ArgSource::Trampoline(_) | ArgSource::Registers(Some(_)) => Ok(Val::Args),
-                ArgSource::Registers(None) => Err(self.error(Diagnostic::error(
-                    span,
-                    "`args` needs the function's BTF prototype, which this function does not have",
-                )
-                .with_hint("read raw arguments with arg0 ... arg5"))),
+                ArgSource::Registers(None) => {
+                    let reason = self.probe.untyped_reason.clone().unwrap_or_else(|| {
+                        "`args` needs the function's BTF prototype, which this function does not have".to_owned()
+                    });
+                    Err(self.error(Diagnostic::error(span, reason).with_hint("read raw arguments with arg0 ... arg5")))
+                }
                 ArgSource::RawArgs | ArgSource::None => Err(self.error(Diagnostic::error(
                     span,
                     format!("`args` is not available in {}", self.probe.kind.display_name()),
@@ -269,8 +287,12 @@ impl Codegen<'_> {
     /// Rejects function arguments in a kretprobe: at the return, the
     /// argument registers hold whatever the function left in them.
     fn reject_arguments_at_return(&mut self, what: &str, span: Span) -> Result<()> {
-        if let ProbeKind::Kretprobe { function } = &self.probe.kind {
-            let function = function.clone();
+        let function = match &self.probe.kind {
+            ProbeKind::Kretprobe { function, .. } => Some(function.clone()),
+            ProbeKind::KprobeMulti { pattern, ret: true, .. } => Some(pattern.clone()),
+            _ => None,
+        };
+        if let Some(function) = function {
             return Err(self.error(
                 Diagnostic::error(span, format!("{what} is not available in a kretprobe: the argument registers no longer hold the arguments at the return"))
                     .with_hint(format!("use fexit:{function}, which keeps them, or save them at entry: `kprobe:{function} {{ @arg[tid] = arg0; }}`")),
@@ -311,7 +333,7 @@ impl Codegen<'_> {
 
     fn retval(&mut self, span: Span) -> Result<Val> {
         let (offset, return_type) = match (&self.probe.kind, &self.probe.args) {
-            (ProbeKind::Kretprobe { .. }, ArgSource::Registers(signature)) => {
+            (ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. }, ArgSource::Registers(signature)) => {
                 (PT_REGS_RAX, signature.as_ref().map(|s| s.return_type))
             }
             (ProbeKind::Fexit { .. }, ArgSource::Trampoline(signature)) => {
@@ -342,7 +364,7 @@ impl Codegen<'_> {
 
     /// Gives a raw 64-bit value the BTF type `type_id`.
     fn typed_value(&mut self, reg: VReg, type_id: u32, user: bool, span: Span) -> Result<Val> {
-        let Some(btf) = self.env.btf() else {
+        let Some(btf) = self.btf() else {
             return Ok(Val::Int { reg, ty: IntTy::U64 });
         };
         match btf.value_format(type_id) {
@@ -407,7 +429,7 @@ impl Codegen<'_> {
     /// The value of a BTF-typed object at `address`: scalars and pointers
     /// are read, aggregates stay in memory.
     fn memory_value(&mut self, address: VReg, offset: i64, type_id: u32, user: bool, span: Span) -> Result<Val> {
-        let Some(btf) = self.env.btf() else {
+        let Some(btf) = self.btf() else {
             return Err(self.error(Diagnostic::error(span, "reading kernel data needs the kernel's BTF")));
         };
         let resolved = btf.resolve(type_id).map_err(|err| self.error(Diagnostic::error(span, err.to_string())))?;
@@ -440,7 +462,7 @@ impl Codegen<'_> {
         match base {
             Val::Args => self.args_field(field),
             Val::Ptr { reg, pointee, user } => {
-                let Some(btf) = self.env.btf() else {
+                let Some(btf) = self.btf() else {
                     return Err(self.error(Diagnostic::error(field.span, "field access needs the kernel's BTF")));
                 };
                 let target = btf.resolve(pointee).ok().filter(|t| matches!(t.kind, Kind::Struct | Kind::Union));
@@ -477,7 +499,7 @@ impl Codegen<'_> {
     /// Reads member `field` of the struct or union of type `type_id` at
     /// `address`, searching anonymous members too.
     fn struct_field(&mut self, address: VReg, type_id: u32, user: bool, field: &Name) -> Result<Val> {
-        let Some(btf) = self.env.btf() else {
+        let Some(btf) = self.btf() else {
             return Err(self.error(Diagnostic::error(field.span, "field access needs the kernel's BTF")));
         };
         let Some((bit_offset, member_type, bitfield)) = find_member(&btf, type_id, &field.text) else {
@@ -778,7 +800,7 @@ impl Codegen<'_> {
         let mut right_operand = r;
         if let Some((pointee, _)) = pointer {
             // Pointer arithmetic moves by whole elements.
-            let element = self.env.btf().and_then(|btf| btf.size_of(pointee).ok()).filter(|&s| s > 1);
+            let element = self.btf().and_then(|btf| btf.size_of(pointee).ok()).filter(|&s| s > 1);
             if let Some(element) = element {
                 right_operand = self.copy(r);
                 self.f.push(Inst::Alu { op: AluOp::Mul, dst: right_operand, src: Value::Imm(element as i32), wide: true });
@@ -1011,7 +1033,7 @@ impl Codegen<'_> {
             TypeKind::Named(name) if name == "char" => Ok(CHAR_POINTEE),
             TypeKind::Void => Ok(0),
             TypeKind::Named(name) => {
-                let found = self.env.btf().and_then(|btf| {
+                let found = self.btf().and_then(|btf| {
                     btf.types()
                         .find(|t| matches!(t.kind, Kind::Typedef | Kind::Int) && t.name == name.as_str())
                         .map(|t| t.id)
@@ -1100,4 +1122,43 @@ fn find_member(btf: &crate::btf::Btf, type_id: u32, name: &str) -> Option<(u32, 
 /// Names the script may call, for "did you mean" hints.
 pub(crate) fn function_names() -> &'static [&'static str] {
     FUNCTIONS
+}
+
+impl Codegen<'_> {
+    /// Reads the name of the function that fired (or the probe's full
+    /// name) from the names map, at the program's BPF cookie. A kprobe.multi
+    /// program serves many functions, so the name is only known at run
+    /// time.
+    fn multi_probe_name(&mut self, probe_name: bool) -> Val {
+        let size = self.options.name_size;
+        let slot = self.f.slot(size);
+        for off in (0..size as i16).step_by(8) {
+            self.f.push(Inst::StoreStack { size: Size::DW, slot, off, src: Value::Imm(0) });
+        }
+        let cookie = self.f.vreg();
+        self.f.push(Inst::Call { helper: helper::GET_ATTACH_COOKIE, args: vec![self.ctx.into()], ret: Some(cookie) });
+        self.f.push(Inst::Alu { op: AluOp::Lsh, dst: cookie, src: Value::Imm(1), wide: true });
+        if probe_name {
+            self.f.push(Inst::Alu { op: AluOp::Add, dst: cookie, src: Value::Imm(1), wide: true });
+        }
+        let key = self.f.slot(4);
+        self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: cookie.into() });
+        let key_address = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: key_address, slot: key, off: 0 });
+        let map = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: map, map: NAMES_MAP });
+        let entry = self.f.vreg();
+        self.f.push(Inst::Call { helper: helper::MAP_LOOKUP_ELEM, args: vec![map.into(), key_address.into()], ret: Some(entry) });
+        let missing = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: entry, rhs: Value::Imm(0), target: missing });
+        let destination = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: destination, slot, off: 0 });
+        self.f.push(Inst::Call {
+            helper: helper::PROBE_READ_KERNEL,
+            args: vec![destination.into(), Value::Imm(size as i32), entry.into()],
+            ret: None,
+        });
+        self.f.push(Inst::Label(missing));
+        Val::Str { slot, len: size }
+    }
 }

@@ -28,7 +28,7 @@ pub const ZERO_MAP: MapRef = MapRef(2);
 /// because the map was full.
 pub const DROPS_MAP: MapRef = MapRef(3);
 /// `MapRef` of the first script map.
-pub const FIRST_SCRIPT_MAP: u32 = 4;
+pub const FIRST_SCRIPT_MAP: u32 = 5;
 
 /// `BPF_NOEXIST`: create the entry only if it does not exist yet.
 const BPF_NOEXIST: i32 = 1;

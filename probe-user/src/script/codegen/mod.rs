@@ -32,6 +32,19 @@ pub use output::{ArgSpec, MapAction, OutputSpec};
 pub const EVENTS_MAP: MapRef = MapRef(0);
 /// Per-CPU counter of records dropped because the ring buffer was full.
 pub const LOST_MAP: MapRef = MapRef(1);
+/// The names of kprobe.multi targets, indexed by BPF cookie.
+pub const NAMES_MAP: MapRef = MapRef(4);
+/// Largest entry of the names map: longer kernel function names are cut
+/// to 127 bytes.
+pub const MAX_NAME_SIZE: u32 = 128;
+
+/// Returns the entry size of a names map that holds `names`: the longest
+/// name with its NUL, rounded up to 8 bytes, at most [`MAX_NAME_SIZE`].
+/// Sizing it to the names keeps `func` small on the BPF stack.
+pub fn name_size<'a>(names: impl Iterator<Item = &'a String>) -> u32 {
+    let longest = names.map(|name| name.len() as u32 + 1).max().unwrap_or(1);
+    longest.next_multiple_of(8).min(MAX_NAME_SIZE)
+}
 
 /// Kernel helper function numbers, from `enum bpf_func_id` in
 /// `include/uapi/linux/bpf.h`.
@@ -48,6 +61,7 @@ pub mod helper {
     pub const PROBE_READ_KERNEL_STR: i32 = 115;
     pub const RINGBUF_RESERVE: i32 = 131;
     pub const RINGBUF_SUBMIT: i32 = 132;
+    pub const GET_ATTACH_COOKIE: i32 = 174;
 }
 
 /// Settings that change the generated code.
@@ -61,6 +75,9 @@ pub struct CodegenOptions {
     pub max_strlen: u32,
     /// `bpf_ktime_get_ns()` when the run started, for `elapsed`.
     pub start_ktime_ns: u64,
+    /// Entry size of the names map that kprobe.multi programs read `func`
+    /// and `probe` from.
+    pub name_size: u32,
 }
 
 impl Default for CodegenOptions {
@@ -70,6 +87,7 @@ impl Default for CodegenOptions {
             cpid: None,
             max_strlen: 64,
             start_ktime_ns: 0,
+            name_size: 8,
         }
     }
 }
@@ -229,6 +247,12 @@ pub fn generate(
 }
 
 impl Codegen<'_> {
+    /// Returns the BTF that types this probe: its module's split BTF for a
+    /// module function, the kernel's otherwise.
+    pub(crate) fn btf(&self) -> Option<std::rc::Rc<crate::btf::Btf>> {
+        self.probe.module_btf.clone().or_else(|| self.env.btf())
+    }
+
     pub(crate) fn error(&mut self, diagnostic: Diagnostic) -> Reported {
         self.diagnostics.push(diagnostic);
         Reported
@@ -513,13 +537,13 @@ impl Codegen<'_> {
     pub(crate) fn describe(&self, value: &Val) -> String {
         match value {
             Val::Int { ty, .. } => format!("an integer ({}int{})", if ty.signed { "" } else { "u" }, ty.bytes * 8),
-            Val::Ptr { pointee, .. } => match self.env.btf() {
+            Val::Ptr { pointee, .. } => match self.btf() {
                 _ if *pointee == expr::CHAR_POINTEE => "a pointer (char *)".into(),
                 Some(btf) if *pointee != 0 => format!("a pointer ({} *)", btf.type_name(*pointee)),
                 _ => "a pointer".into(),
             },
             Val::Str { .. } | Val::Lit(_) => "a string".into(),
-            Val::Mem { type_id, .. } => match self.env.btf() {
+            Val::Mem { type_id, .. } => match self.btf() {
                 Some(btf) => format!("a `{}` value", btf.type_name(*type_id)),
                 None => "a struct value".into(),
             },

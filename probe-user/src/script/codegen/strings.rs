@@ -82,7 +82,7 @@ impl Codegen<'_> {
 
     /// The element count of a `char` array type, if `type_id` is one.
     fn char_array_len(&self, type_id: u32) -> Option<u32> {
-        let btf = self.env.btf()?;
+        let btf = self.btf()?;
         let ty = btf.resolve(type_id).ok()?;
         let (element, count) = btf.array_info(&ty)?;
         let element = btf.resolve(element).ok()?;
