@@ -331,3 +331,138 @@ pub fn recursion_misses(program: BorrowedFd<'_>) -> Option<u64> {
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
     (attr.info_len >= 216).then_some(info[26])
 }
+
+/// Group of the kretprobes this tool creates in tracefs; each event is
+/// named `p<PID>_<N>`, so that events of a process that died without
+/// removing them can be found and removed.
+const TRACEFS_GROUP: &str = "probetool";
+/// `PERF_TYPE_TRACEPOINT`: perf events on tracefs events by id.
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+/// The kernel's limit on kretprobe instances (`KRETPROBE_MAXACTIVE_MAX`).
+pub const MAX_ACTIVE_LIMIT: u32 = 4096;
+
+/// A kretprobe created through tracefs's `kprobe_events`, which, unlike
+/// the kprobe PMU, takes the number of return instances to keep
+/// (`maxactive`) and reports missed returns in `kprobe_profile` on every
+/// kernel. Dropping it detaches the program and removes the event.
+pub struct TracefsKretprobe {
+    link: Option<OwnedFd>,
+    tracefs: std::path::PathBuf,
+    /// `p<PID>_<N>`.
+    event: String,
+}
+
+impl TracefsKretprobe {
+    /// Creates the event with `maxactive` instances and attaches `program`.
+    pub fn attach(program: BorrowedFd<'_>, location: KprobeLocation<'_>, maxactive: u32, index: usize) -> io::Result<Self> {
+        let tracefs = crate::tracepoint::tracefs_root()?;
+        let event = format!("p{}_{index}", std::process::id());
+        let target = match location {
+            KprobeLocation::Symbol(name) => name.to_owned(),
+            KprobeLocation::Address(address) => format!("{address:#x}"),
+        };
+        append(&tracefs.join("kprobe_events"), &format!("r{maxactive}:{TRACEFS_GROUP}/{event} {target}\n"))?;
+        // From here on, dropping `probe` removes the event again.
+        let mut probe = Self {
+            link: None,
+            tracefs,
+            event,
+        };
+        let id: u64 = read_number(&probe.event_dir().join("id").to_string_lossy())?;
+        let mut attr = PerfEventAttr {
+            kind: PERF_TYPE_TRACEPOINT,
+            size: size_of::<PerfEventAttr>() as u32,
+            config: id,
+            sample_period: 1,
+            ..PerfEventAttr::default()
+        };
+        // SAFETY: `attr` is a valid `perf_event_attr` of the size it states.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &mut attr as *mut PerfEventAttr,
+                -1 as libc::pid_t,
+                0 as libc::c_int,
+                -1 as libc::c_int,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let event = owned(fd);
+        let mut link_attr = LinkCreateAttr {
+            prog_fd: program.as_raw_fd() as u32,
+            target_fd: event.as_raw_fd() as u32,
+            attach_type: BPF_PERF_EVENT,
+            ..LinkCreateAttr::default()
+        };
+        probe.link = Some(bpf(BPF_LINK_CREATE, &mut link_attr).map(owned)?);
+        Ok(probe)
+    }
+
+    fn event_dir(&self) -> std::path::PathBuf {
+        self.tracefs.join("events").join(TRACEFS_GROUP).join(&self.event)
+    }
+
+    /// Returns the missed returns that `kprobe_profile` reports: returns
+    /// lost because every instance was in use, plus hits while another
+    /// kprobe ran.
+    pub fn missed(&self) -> Option<u64> {
+        let profile = fs::read_to_string(self.tracefs.join("kprobe_profile")).ok()?;
+        profile.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next()?;
+            // Older kernels print the event name alone, newer ones
+            // GROUP/EVENT.
+            if name != self.event && name != format!("{TRACEFS_GROUP}/{}", self.event) {
+                return None;
+            }
+            fields.nth(1)?.parse().ok()
+        })
+    }
+}
+
+impl Drop for TracefsKretprobe {
+    fn drop(&mut self) {
+        // The event can only be removed once nothing uses it.
+        self.link = None;
+        let removal = format!("-:{TRACEFS_GROUP}/{}\n", self.event);
+        if let Err(err) = append(&self.tracefs.join("kprobe_events"), &removal) {
+            log::warn!("failed to remove the kretprobe event {TRACEFS_GROUP}/{}: {err}", self.event);
+        }
+    }
+}
+
+fn append(path: &std::path::Path, line: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(line.as_bytes())
+}
+
+/// Removes the kretprobe events that earlier runs of this tool left in
+/// tracefs because they were killed before they could remove them.
+pub fn remove_stale_events() {
+    let Ok(tracefs) = crate::tracepoint::tracefs_root() else {
+        return;
+    };
+    let Ok(events) = fs::read_to_string(tracefs.join("kprobe_events")) else {
+        return;
+    };
+    for line in events.lines() {
+        // r16:probetool/p123_0 vfs_read
+        let Some(name) = line.split_whitespace().next().and_then(|head| head.split_once(':')).map(|(_, name)| name) else {
+            continue;
+        };
+        let Some(event) = name.strip_prefix(&format!("{TRACEFS_GROUP}/")) else {
+            continue;
+        };
+        let pid = event.strip_prefix('p').and_then(|rest| rest.split('_').next()).and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            match append(&tracefs.join("kprobe_events"), &format!("-:{name}\n")) {
+                Ok(()) => log::info!("removed the kretprobe event {name} that a killed run left behind"),
+                Err(err) => log::warn!("failed to remove the stale kretprobe event {name}: {err}"),
+            }
+        }
+    }
+}

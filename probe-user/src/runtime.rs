@@ -26,7 +26,7 @@ use log::{debug, info};
 
 use crate::{
     kernel::{self, KprobeSupport},
-    kprobe_link::{self, KprobeLocation, PerfKprobe},
+    kprobe_link::{self, KprobeLocation, PerfKprobe, TracefsKretprobe},
     mapio::{self, RawMap},
     script::{
         aggregate::{Entry, MapSpec, PrintOptions, json, text},
@@ -117,6 +117,9 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         .take_map(DROPS_MAP_NAME)
         .and_then(|map| PerCpuArray::try_from(map).ok());
 
+    if compiled.maxactive.is_some() && !dry_run {
+        kprobe_link::remove_stale_events();
+    }
     let mut btf: Option<aya::Btf> = None;
     let mut begin = Vec::new();
     let mut end = Vec::new();
@@ -126,7 +129,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
     let mut progress = Progress::new(compiled.probes.len());
     for probe in &compiled.probes {
         if let ProbeKind::KprobeMulti { .. } = &probe.kind {
-            kprobes.push(load_multi(probe, &multi_maps, dry_run, source, verbose)?);
+            kprobes.push(load_multi(probe, compiled.maxactive, &multi_maps, dry_run, source, verbose)?);
             if !dry_run {
                 info!("attached {}", probe.kind.display_name());
                 attached += 1;
@@ -147,7 +150,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
             ProbeKind::Begin => begin.push(probe.symbol.clone()),
             ProbeKind::End => end.push(probe.symbol.clone()),
             _ if dry_run => {}
-            kind => match attach_one(&mut ebpf, probe) {
+            kind => match attach_one(&mut ebpf, probe, compiled.maxactive, kprobes.len()) {
                 Ok(attachment) => {
                     kprobes.extend(attachment);
                     info!("attached {}", kind.display_name());
@@ -205,6 +208,7 @@ enum KprobeLinkFd {
     /// Not attached: a dry run.
     None,
     Perf(PerfKprobe),
+    Tracefs(TracefsKretprobe),
     Multi(OwnedFd),
 }
 
@@ -213,6 +217,7 @@ impl KprobeAttachment {
         match &self.link {
             KprobeLinkFd::None => None,
             KprobeLinkFd::Perf(kprobe) => Some(kprobe.link()),
+            KprobeLinkFd::Tracefs(_) => None,
             KprobeLinkFd::Multi(fd) => Some(fd.as_fd()),
         }
     }
@@ -348,6 +353,7 @@ fn map_data(map: &Map) -> Option<&MapData> {
 /// load one) and, unless this is a dry run, links it to every target.
 fn load_multi(
     probe: &CompiledProbe,
+    compiled_maxactive: Option<u32>,
     maps: &[OwnedFd],
     dry_run: bool,
     source: &Source,
@@ -368,6 +374,9 @@ fn load_multi(
         describe_load_error(probe, &error, source, verbose)
     })?;
     let name = probe.kind.display_name();
+    if *ret && compiled_maxactive.is_some() {
+        log::warn!("{name}: --maxactive does not apply to kprobe.multi links, which keep their own return instances");
+    }
     let link = if dry_run {
         KprobeLinkFd::None
     } else {
@@ -436,7 +445,12 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
 
 /// Attaches one loaded program. Kprobes are attached here rather than by
 /// aya, at the function's address when kallsyms gave one, and returned.
-fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<Option<KprobeAttachment>, ProgramError> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    probe: &CompiledProbe,
+    maxactive: Option<u32>,
+    index: usize,
+) -> Result<Option<KprobeAttachment>, ProgramError> {
     let program = ebpf
         .program_mut(&probe.symbol)
         .ok_or_else(|| ProgramError::UnexpectedProgramType)?;
@@ -449,13 +463,25 @@ fn attach_one(ebpf: &mut Ebpf, probe: &CompiledProbe) -> Result<Option<KprobeAtt
             } else {
                 KprobeLocation::Symbol(function)
             };
-            let kprobe = PerfKprobe::attach(program.fd()?.as_fd(), location, ret)
-                .map_err(|io_error| ProgramError::SyscallError(aya::sys::SyscallError { call: "perf_event_open", io_error }))?;
+            let link = match maxactive {
+                Some(maxactive) if ret => {
+                    let kretprobe = TracefsKretprobe::attach(program.fd()?.as_fd(), location, maxactive, index).map_err(
+                        |io_error| ProgramError::SyscallError(aya::sys::SyscallError { call: "kprobe_events", io_error }),
+                    )?;
+                    KprobeLinkFd::Tracefs(kretprobe)
+                }
+                _ => {
+                    let kprobe = PerfKprobe::attach(program.fd()?.as_fd(), location, ret).map_err(|io_error| {
+                        ProgramError::SyscallError(aya::sys::SyscallError { call: "perf_event_open", io_error })
+                    })?;
+                    KprobeLinkFd::Perf(kprobe)
+                }
+            };
             return Ok(Some(KprobeAttachment {
                 name: probe.kind.display_name(),
                 ret,
                 program: None,
-                link: KprobeLinkFd::Perf(kprobe),
+                link,
             }));
         }
         ProbeKind::KprobeMulti { .. } => unreachable!("kprobe.multi programs are attached by load_multi"),
@@ -777,7 +803,10 @@ impl Loaded {
             return;
         }
         for kprobe in &self.kprobes {
-            let counted = kprobe.link().and_then(kprobe_link::missed_events);
+            let counted = match &kprobe.link {
+                KprobeLinkFd::Tracefs(kretprobe) => kretprobe.missed(),
+                _ => kprobe.link().and_then(kprobe_link::missed_events),
+            };
             if counted.is_none() && kprobe.ret {
                 info!(
                     "{}: this kernel (Linux {}) cannot count missed kretprobe returns; Linux 6.7 and later report them",

@@ -20,6 +20,7 @@ use crate::{
     format::CallFormatter,
     kallsyms::Kallsyms,
     kernel,
+    kprobe_link::MAX_ACTIVE_LIMIT,
     planner::{KernelFunctions, Request},
     suggest,
     tracer::{self, AttachError, Attached, DEFAULT_BUFFER_SIZE, Mechanism, MechanismChoice, TraceRequest},
@@ -70,6 +71,12 @@ pub struct AttachArgs {
     /// instead of attaching to the rest.
     #[arg(long)]
     pub strict: bool,
+
+    /// With --return: return instances to keep for each kretprobe (1 to
+    /// 4096; the kernel's default is max(10, 2 * CPUs)). Raise it when the
+    /// exit report shows missed returns.
+    #[arg(long, value_name = "N", requires = "return_probe", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_LIMIT)))]
+    pub maxactive: Option<u32>,
 
     /// Size of the event ring buffer in bytes: a power of two, at least one
     /// page (4096).
@@ -295,7 +302,7 @@ pub(crate) fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<()
 fn needs_planner(args: &AttachArgs) -> Result<bool, CliError> {
     let mut request = Request::parse(&args.function);
     request.address = args.address;
-    let simple = !request.is_wildcard() && request.module.is_none() && args.address.is_none();
+    let simple = !request.is_wildcard() && request.module.is_none() && args.address.is_none() && args.maxactive.is_none();
     let functions = match KernelFunctions::read() {
         Ok(functions) => functions,
         Err(err) if simple => {

@@ -62,7 +62,9 @@ pub async fn run(
 
     let mut candidates = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
-    if several && args.mechanism != MechanismChoice::Fentry {
+    // --maxactive only means something to kretprobes.
+    let kprobe_first = several || args.maxactive.is_some();
+    if kprobe_first && args.mechanism != MechanismChoice::Fentry {
         candidates.push(Mechanism::Kprobe);
     }
     if args.mechanism != MechanismChoice::Kprobe {
@@ -75,7 +77,7 @@ pub async fn run(
             ));
         }
     }
-    if !several && args.mechanism != MechanismChoice::Fentry {
+    if !kprobe_first && args.mechanism != MechanismChoice::Fentry {
         candidates.push(Mechanism::Kprobe);
     }
 
@@ -90,6 +92,7 @@ pub async fn run(
     options.events_buffer = args.buffer_size;
     options.map_size = compile::DEFAULT_MAP_SIZE;
     options.strict = args.strict;
+    options.maxactive = args.maxactive;
     options.codegen.pid = args.pid;
     options.codegen.start_ktime_ns = run::monotonic_ns();
 

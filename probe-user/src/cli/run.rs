@@ -20,6 +20,7 @@ use super::{
     child::{HeldChild, WatchedProcess},
 };
 use crate::{
+    kprobe_link::MAX_ACTIVE_LIMIT,
     kernel,
     runtime::{self, Format, Loaded, Record},
     script::{
@@ -83,6 +84,17 @@ pub struct RunArgs {
     /// dropped and counted.
     #[arg(long, value_name = "N", default_value_t = compile::DEFAULT_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
     pub map_size: u32,
+
+    /// Fail when some kernel functions that a glob or a shared name
+    /// matches cannot be attached to, instead of attaching to the rest.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Return instances to keep for each kretprobe (1 to 4096; the
+    /// kernel's default is max(10, 2 * CPUs)). Raise it when the exit
+    /// report shows missed returns.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_LIMIT)))]
+    pub maxactive: Option<u32>,
 
     /// Explain what was resolved, chosen and loaded; repeat for debug
     /// output.
@@ -214,6 +226,8 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let mut options = CompileOptions::default();
     options.events_buffer = args.buffer_size;
     options.map_size = args.map_size;
+    options.strict = args.strict;
+    options.maxactive = args.maxactive;
     options.codegen.pid = args.pid;
     options.codegen.cpid = child.as_ref().map(|c| c.pid);
     options.codegen.start_ktime_ns = monotonic_ns();

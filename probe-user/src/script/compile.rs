@@ -49,6 +49,9 @@ pub struct CompileOptions {
     /// Makes kernel functions that match a probe but cannot be attached
     /// to an error rather than a warning.
     pub strict: bool,
+    /// Return instances for each kretprobe attached one by one; `None`
+    /// keeps the kernel's default of max(10, 2 * CPUs).
+    pub maxactive: Option<u32>,
 }
 
 impl Default for CompileOptions {
@@ -58,6 +61,7 @@ impl Default for CompileOptions {
             events_buffer: DEFAULT_EVENTS_BUFFER,
             map_size: DEFAULT_MAP_SIZE,
             strict: false,
+            maxactive: None,
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct Compiled {
     pub name_size: u32,
     /// Whether an optional probe that fails to load or attach is an error.
     pub strict: bool,
+    /// See [`CompileOptions::maxactive`].
+    pub maxactive: Option<u32>,
     /// Warnings, to show even though compilation succeeded.
     pub warnings: Vec<Diagnostic>,
 }
@@ -340,6 +346,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         function_names,
         name_size,
         strict: options.strict,
+        maxactive: options.maxactive,
         warnings: diagnostics,
     })
 }

@@ -466,3 +466,53 @@ fn kernel_counts_kretprobe_misses() -> bool {
     let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (major, minor) >= (6, 7)
 }
+
+#[test]
+fn maxactive_removes_kretprobe_misses() {
+    if !skip_unless_kprobes() {
+        return;
+    }
+    // With more instances than sleeping threads, no return is missed, and
+    // the tracefs event that carries the limit is gone afterwards.
+    let mut tracer = Tracer::start_script(&[
+        "--mechanism",
+        "kprobe",
+        "--return",
+        "--maxactive",
+        "128",
+        "hrtimer_nanosleep",
+        r#"{ @ = count(); }"#,
+    ]);
+    let output = run(helper().args(["sleep-threads", "64", "1000"]));
+    assert!(output.status.success());
+    tracer.signal(libc::SIGINT);
+    let (code, stdout, stderr) = tracer.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("returns missed"), "{stderr}");
+    let counted: u64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("@: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(counted >= 64, "counted {counted} returns of 64 sleeps: {stdout}");
+    assert_nothing_attached("after a kretprobe with --maxactive");
+
+    // Without the higher limit the same load misses returns, which the
+    // tracefs event counts on every kernel.
+    let mut tracer = Tracer::start_script(&[
+        "--mechanism",
+        "kprobe",
+        "--return",
+        "--maxactive",
+        "2",
+        "hrtimer_nanosleep",
+        r#"{ @ = count(); }"#,
+    ]);
+    let output = run(helper().args(["sleep-threads", "64", "1000"]));
+    assert!(output.status.success());
+    tracer.signal(libc::SIGINT);
+    let (code, _, stderr) = tracer.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("returns missed"), "{stderr}");
+    assert_nothing_attached("after a kretprobe with --maxactive 2");
+}
