@@ -56,6 +56,8 @@ pub struct Loaded {
     kprobes: Vec<KprobeAttachment>,
     /// The missed-event report, taken just before the programs go.
     missed: Vec<String>,
+    /// Set once the probes are detached, while BEGIN and END stay.
+    probes_detached: bool,
     pub events: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The script's maps, in the order of `Compiled::maps`.
@@ -169,6 +171,22 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         }
     }
     progress.finish(attached);
+    if !dry_run {
+        let functions: usize = compiled
+            .probes
+            .iter()
+            .map(|probe| match &probe.kind {
+                ProbeKind::KprobeMulti { targets, .. } => targets.len(),
+                kind if kind.function().is_some() => 1,
+                _ => 0,
+            })
+            .sum::<usize>()
+            .saturating_sub(skipped.len());
+        info!(
+            "attached {attached} programs in {:.0} ms ({functions} kernel functions)",
+            progress.start.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     report_skipped(&skipped);
     if !dry_run && attached == 0 && !skipped.is_empty() {
         return Err(RuntimeError::Attach(format!(
@@ -182,6 +200,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         ebpf: Some(ebpf),
         kprobes,
         missed: Vec::new(),
+        probes_detached: false,
         events,
         lost,
         maps,
@@ -221,6 +240,27 @@ impl KprobeAttachment {
             KprobeLinkFd::Multi(fd) => Some(fd.as_fd()),
         }
     }
+}
+
+/// Detaches kprobes from several threads at once. Removing a kprobe waits
+/// for an RCU grace period (tens of milliseconds), and waits in parallel
+/// share grace periods: one at a time, a thousand kprobes took 49 s to
+/// detach on a Linux 6.1 VM.
+fn detach_kprobes(kprobes: Vec<KprobeAttachment>) {
+    const PER_THREAD: usize = 16;
+    if kprobes.len() <= PER_THREAD {
+        return;
+    }
+    let threads = kprobes.len().div_ceil(PER_THREAD).min(64);
+    let mut chunks: Vec<Vec<KprobeAttachment>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, kprobe) in kprobes.into_iter().enumerate() {
+        chunks[index % threads].push(kprobe);
+    }
+    std::thread::scope(|scope| {
+        for chunk in chunks {
+            scope.spawn(move || drop(chunk));
+        }
+    });
 }
 
 /// Prints a progress line on standard error while attaching takes more
@@ -756,7 +796,10 @@ impl Loaded {
     /// readable, and `END` can still run.
     pub fn detach_probes(&mut self) {
         self.take_missed_report();
-        self.kprobes.clear();
+        let started = Instant::now();
+        let count = self.attached;
+        self.probes_detached = true;
+        detach_kprobes(std::mem::take(&mut self.kprobes));
         let Loaded { ebpf, begin, end, .. } = self;
         let Some(ebpf) = ebpf.as_mut() else {
             return;
@@ -770,6 +813,7 @@ impl Loaded {
                 log::warn!("failed to detach program {name}: {}", error_chain(&err));
             }
         }
+        info!("detached {count} programs in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     }
 
     /// Reads and drops every record in the ring buffer; returns how many
@@ -785,8 +829,13 @@ impl Loaded {
     /// Detaches and unloads every program; the ring buffer stays readable.
     pub fn detach(&mut self) {
         self.take_missed_report();
-        self.kprobes.clear();
+        let started = Instant::now();
+        let had_programs = !self.probes_detached && self.ebpf.is_some();
+        detach_kprobes(std::mem::take(&mut self.kprobes));
         self.ebpf = None;
+        if had_programs {
+            info!("detached {} programs in {:.0} ms", self.attached, started.elapsed().as_secs_f64() * 1000.0);
+        }
     }
 
     /// Lines reporting events that probes missed: kretprobe returns lost
