@@ -160,7 +160,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
                     progress.advance(attached);
                 }
                 Err(err) if may_skip => {
-                    // Unload it, so that it holds no kernel memory.
+                    // Unload it, so that it keeps no kernel memory.
                     if let Some(program) = ebpf.program_mut(&probe.symbol) {
                         let _ = unload(program);
                     }

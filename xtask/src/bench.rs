@@ -339,7 +339,8 @@ fn parse_timing(line: &str, word: &str) -> Option<(f64, f64)> {
         return None;
     }
     let ms = words.next()?.parse().ok()?;
-    Some((count, ms))
+    // The progress line "attached N programs in 17.1 s" is not the timing.
+    (words.next()? == "ms").then_some((count, ms))
 }
 
 /// The two binaries under test.
@@ -1174,6 +1175,7 @@ mod tests {
         let line = "[INFO ] attached 1012 programs in 812 ms (1012 kernel functions)";
         assert_eq!(parse_timing(line, "attached "), Some((1012.0, 812.0)));
         assert_eq!(parse_timing("attached 3 probes", "attached "), None);
+        assert_eq!(parse_timing("attached 1064 programs in 17.1 s", "attached "), None);
     }
 
     #[test]
