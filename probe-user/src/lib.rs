@@ -8,6 +8,7 @@ pub mod format;
 pub mod kallsyms;
 pub mod kernel;
 pub mod mapio;
+pub mod mitigate;
 pub mod runtime;
 pub mod script;
 pub mod suggest;
