@@ -90,16 +90,12 @@ fn check_lockout(request: &Request) -> Result<(), String> {
 pub fn apply(request: &Request) -> Result<Applied, String> {
     checks::check_root()?;
     check_lockout(request)?;
-    checks::ensure_bpffs()?;
     checks::check_bpf_lsm()?;
     let btf = Btf::from_sys_fs().map_err(|err| format!("failed to read the kernel's BTF, which LSM programs need: {err}"))?;
     for program in request.rule.programs() {
         checks::check_hook(&btf, program.hook)?;
     }
     let mut config = build_config(request, &btf)?;
-    if let Err(err) = store::remove_expired() {
-        log::warn!("failed to remove expired mitigations: {err}");
-    }
 
     let mut ebpf = EbpfLoader::new()
         .load(MITIGATION_OBJECT)
@@ -120,6 +116,13 @@ pub fn apply(request: &Request) -> Result<Applied, String> {
             program_ids.push(info.id());
         }
         info!("loaded {} for the LSM hook {}", program.symbol, program.hook);
+    }
+
+    // bpffs is mounted only once the kernel has accepted the programs, so
+    // that a kernel that rejects them is left as it was.
+    checks::ensure_bpffs()?;
+    if let Err(err) = store::remove_expired() {
+        log::warn!("failed to remove expired mitigations: {err}");
     }
 
     let plan = self_test::plan(&request.rule, request.audit, &request.scope);
