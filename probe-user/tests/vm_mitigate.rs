@@ -598,3 +598,46 @@ fn no_bpf_lsm_is_explained() {
     assert!(mitigation_programs().is_empty(), "programs loaded: {:?}", mitigation_programs());
     assert!(packet_socket(&[]) >= 0);
 }
+
+/// Runs `probe run ARGS` and returns its output.
+fn probe_run(args: &[&str]) -> Output {
+    run(probe().arg("run").args(args))
+}
+
+#[test]
+fn script_deny_in_lsm_probe() {
+    if !bpf_lsm_active() {
+        return;
+    }
+    let script = r#"lsm:socket_create /pid == cpid && args.family == 17/ { printf("denied %s\n", comm); deny(EACCES); }"#;
+    let helper_path = bin("probe-test-helper");
+    let command = format!("{} socket 17 3", helper_path.display());
+    let output = probe_run(&["-e", script, "-c", &command]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}{stdout}", text(&output.stderr));
+    assert!(stdout.contains("socket -13"), "deny(EACCES) returns -EACCES: {stdout}");
+    assert!(stdout.contains("denied probe-test-help"), "{stdout}");
+
+    // Other processes and families are not affected, and nothing stays
+    // attached after the run.
+    assert!(packet_socket(&[]) >= 0);
+    let command = format!("{} socket 2 2", helper_path.display());
+    let output = probe_run(&["-e", script, "-c", &command]);
+    let stdout = text(&output.stdout);
+    assert!(stdout.lines().any(|line| line.starts_with("socket ") && !line.starts_with("socket -")), "{stdout}");
+}
+
+#[test]
+fn example_deny_vsock() {
+    if !bpf_lsm_active() {
+        return;
+    }
+    let dir = std::env::var("PROBE_EXAMPLES_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../examples").to_owned());
+    let script = Path::new(&dir).join("deny_vsock.bt");
+    let command = format!("{} socket 40 1", bin("probe-test-helper").display());
+    let output = probe_run(&[&script.to_string_lossy(), "-c", &command]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}{stdout}", text(&output.stderr));
+    assert!(stdout.contains("socket -1"), "{stdout}");
+    assert!(stdout.contains("denied vsock socket for probe-test-help"), "{stdout}");
+}
