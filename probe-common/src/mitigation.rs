@@ -1,10 +1,10 @@
 //! Types shared by the mitigation programs (`probe-mitigate`, BPF LSM
 //! programs that deny one kind of operation) and `probe mitigate`.
 //!
-//! Each applied mitigation has its own copy of the maps: `CONFIG` holds one
-//! [`MitigationConfig`], `COUNTERS` the per-CPU counters indexed by the
-//! `COUNTER_*` constants, and `EVENTS` a per-CPU ring of [`AuditRecord`]s
-//! that `AUDIT_CURSOR` indexes.
+//! Each applied mitigation has its own copy of the maps. `CONFIG` contains
+//! one [`MitigationConfig`], and `COUNTERS` the per-CPU counters indexed by
+//! the `COUNTER_*` constants. `EVENTS` is a per-CPU ring of
+//! [`AuditRecord`]s, and `EVENT_CURSOR` the index of each CPU's next slot.
 
 /// Length of a module name as `request_module()` formats it, including
 /// the terminating NUL (`MODULE_NAME_LEN` is 56; 64 leaves room).
@@ -128,7 +128,7 @@ pub struct AuditRecord {
     pub uid: u32,
     /// `ACTION_DENIED` or `ACTION_AUDITED`.
     pub action: u32,
-    /// Which program recorded it, one of the `HOOK_*` constants.
+    /// The program that recorded it, one of the `HOOK_*` constants.
     pub hook: u32,
     pub comm: [u8; crate::TASK_COMM_LEN],
     /// The requested module name, for module autoloading; zero otherwise.

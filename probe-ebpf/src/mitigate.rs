@@ -2,9 +2,9 @@
 //! loaded and pinned by `probe mitigate`.
 //!
 //! Every program reads its parameters from `CONFIG` and decides in the
-//! same order: past the deadline it allows everything, even when the tool
-//! that applied it never runs again; outside the scope, or for an excepted
-//! comm, it allows; otherwise it denies with `-EPERM`, or in audit mode
+//! same order. Past the deadline it allows everything, even when the tool
+//! that applied it never runs again. Outside the scope, or for an excepted
+//! comm, it allows. Otherwise it denies with `-EPERM`, or in audit mode
 //! allows and records. Denials and audit records are counted per CPU in
 //! `COUNTERS` and written to the per-CPU ring `EVENTS`, which
 //! `probe mitigate log` reads. The operations of the loader's self-test
@@ -188,9 +188,9 @@ fn current_exe_is(config: &MitigationConfig) -> bool {
     file_identity(config, exe_file) == (config.params[2], config.params[3])
 }
 
-/// Decides an operation that matches the rule: allows it past the
-/// deadline, outside the scope and for excepted comms; otherwise denies
-/// it, or allows and records it in audit mode.
+/// Decides an operation that matches the rule. It is allowed past the
+/// deadline, outside the scope and for excepted comms. Otherwise it is
+/// denied, or in audit mode allowed and recorded.
 #[inline(always)]
 fn decide(ctx: &LsmContext, config: &MitigationConfig, operation: &Operation<'_>) -> i32 {
     let deadline = config.deadline_ns;

@@ -3,7 +3,7 @@
 //! booted without `bpf` in its LSM list runs only
 //! `no_bpf_lsm_is_explained`, which the runner selects by setting
 //! `PROBE_EXPECT_NO_BPF_LSM`; every other test skips there, and fails on a
-//! kernel that the runner says has the LSM (`lsm` in
+//! kernel that the runner states has the LSM (`lsm` in
 //! `PROBE_EXPECT_KERNEL_FEATURES`) when it is missing.
 //!
 //! Every test starts and ends with no mitigation applied.
@@ -28,7 +28,7 @@ fn probe() -> Command {
 }
 
 /// Tells whether the BPF LSM is active; prints why a test skips when it
-/// is not, and fails when the runner says it must be.
+/// is not, and fails when the runner states it must be.
 fn bpf_lsm_active() -> bool {
     let active = fs::read_to_string("/sys/kernel/security/lsm")
         .map(|list| list.trim().split(',').any(|name| name == "bpf"))
@@ -126,8 +126,7 @@ fn inet_socket() -> i64 {
 const EPERM: i64 = -1;
 const ENOEXEC: i64 = -8;
 
-/// A row of `probe mitigate list`, by id: (rule, mode, left, denied,
-/// audited).
+/// A row of `probe mitigate list`: the rule, mode and counts.
 #[derive(Debug)]
 struct Row {
     rule: String,

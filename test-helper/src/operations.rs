@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// Who runs the operation: applied to the process before it.
+/// The identity the process takes before the operation.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Identity {
     /// Switch to this uid (and the same gid) first.

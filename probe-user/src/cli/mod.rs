@@ -174,7 +174,7 @@ pub fn probe_main() -> ExitCode {
 }
 
 /// Removes the mitigations past their deadline, as every command does
-/// first, and says which.
+/// first, and prints which.
 fn remove_expired_mitigations(program: &str) {
     for meta in crate::mitigate::remove_expired_if_any() {
         status!("{program}: removed expired mitigation {} ({})", meta.id, meta.rule);

@@ -42,7 +42,7 @@ use crate::{btf::Btf, runtime::error_chain};
 /// The mitigation programs' object file, built by `build.rs`.
 static MITIGATION_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-mitigate"));
 
-/// What to apply.
+/// A mitigation to apply: the rule and its options.
 #[derive(Clone, Debug)]
 pub struct Request {
     pub rule: Rule,
@@ -52,7 +52,7 @@ pub struct Request {
     pub except_comms: Vec<String>,
 }
 
-/// What the self-test showed.
+/// The result of the self-test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verification {
     /// The test operation was denied (or, in audit mode, recorded).

@@ -1,4 +1,4 @@
-//! What must hold before a mitigation is attached: root, a mounted bpffs,
+//! Checks that pass before a mitigation is attached: root, a mounted bpffs,
 //! an active BPF LSM and the rule's hooks in the kernel's BTF. Each check
 //! fails with a message that names the fact and the fix.
 
@@ -11,9 +11,9 @@ use crate::{
     kernel::{self, ConfigValue},
 };
 
-/// Where bpffs is usually mounted.
+/// The usual mount point of bpffs.
 pub const BPFFS_PATH: &str = "/sys/fs/bpf";
-/// Where securityfs is usually mounted.
+/// The usual mount point of securityfs.
 const SECURITYFS_PATH: &str = "/sys/kernel/security";
 /// The list of active LSMs, in the order the kernel calls them.
 pub const LSM_LIST_PATH: &str = "/sys/kernel/security/lsm";

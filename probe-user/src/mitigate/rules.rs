@@ -47,7 +47,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule's name, as the command line spells it.
+    /// Returns the rule's name, as the command line spells it.
     pub fn name(&self) -> &'static str {
         match self {
             Rule::DenySocket { .. } => "deny-socket",
@@ -60,7 +60,7 @@ impl Rule {
         }
     }
 
-    /// The kernel-side programs that carry out the rule.
+    /// Returns the kernel-side programs that carry out the rule.
     pub fn programs(&self) -> &'static [RuleProgram] {
         match self {
             Rule::DenySocket { .. } => &[RuleProgram { symbol: "mt_socket", hook: "socket_create" }],
@@ -152,7 +152,7 @@ impl SocketFamily {
         }
     }
 
-    /// The family's lower-case name without `AF_`, or its number.
+    /// Returns the family's lower-case name without `AF_`, or its number.
     pub fn name(self) -> String {
         FAMILIES
             .get(self.0 as usize)
@@ -212,7 +212,7 @@ impl fmt::Display for SocketType {
     }
 }
 
-/// A file's identity as the kernel sees it: the file system's kernel
+/// A file's identity as the kernel records it: the file system's kernel
 /// device number (`MAJOR << 20 | MINOR`, unlike `st_dev`) and the inode
 /// number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +287,7 @@ pub fn format_seconds(seconds: u64) -> String {
     }
 }
 
-/// Which tasks a rule applies to. Every part that is set must match.
+/// The tasks a rule applies to. Every part that is set must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
     pub uid: Option<u32>,
@@ -410,7 +410,8 @@ mod tests {
     #[test]
     fn family_errors_name_the_value() {
         let error = SocketFamily::parse("pakcet").unwrap_err();
-        assert!(error.contains("`pakcet`") && error.contains("packet"), "{error}");
+        assert!(error.contains("`pakcet`"), "{error}");
+        assert!(error.contains("did you mean: packet?"), "{error}");
         let error = SocketFamily::parse("99").unwrap_err();
         assert!(error.contains("99"), "{error}");
         assert!(SocketFamily::parse("0").is_err());

@@ -59,7 +59,7 @@ pub struct Plan {
     pub denial_visible: bool,
 }
 
-/// Chooses the self-test for a rule, or says why there is none.
+/// Chooses the self-test for a rule, or returns why there is none.
 pub fn plan(rule: &Rule, audit: bool, scope: &Scope) -> Result<Plan, String> {
     if let Some((path, _)) = &scope.cgroup {
         return Err(format!(

@@ -1,10 +1,10 @@
 //! Applied mitigations as they live in bpffs: one directory per
-//! mitigation under [`ROOT`], named by its id, holding the pinned links
+//! mitigation under [`ROOT`], named by its id. It contains the pinned links
 //! (`link_PROGRAM`), the pinned maps (`config`, `counters`, `events`,
 //! `event_cursor`) and `meta`, a symbolic link whose target is the
 //! mitigation's description as `key=value` lines. bpffs accepts only pinned
-//! objects, directories and symbolic links, so the description is kept in
-//! a symbolic link rather than in a regular file; `readlink` prints it.
+//! objects, directories and symbolic links, so the description is a
+//! symbolic link rather than a regular file, and `readlink` prints it.
 //!
 //! Removing the directory unpins the links, and the kernel detaches the
 //! programs once no file descriptor refers to them.
@@ -17,7 +17,7 @@ use std::{
 use aya::maps::{Map, MapData, PerCpuArray};
 use probe_common::mitigation::{AuditRecord, COUNTER_AUDITED, COUNTER_DENIED, COUNTER_SELF_TEST, EVENT_SLOTS};
 
-/// The directory that holds one directory per applied mitigation.
+/// The directory that contains one directory per applied mitigation.
 pub const ROOT: &str = "/sys/fs/bpf/probe/mitigations";
 /// Prefix of the directory of a mitigation being applied, followed by the
 /// applying process's pid; renamed to the id once everything is pinned.

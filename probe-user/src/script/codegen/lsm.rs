@@ -2,9 +2,9 @@
 //! make the hook fail with `-ERRNO` (`EPERM` by default).
 //!
 //! The kernel uses an LSM program's return value as the hook's result, so
-//! the compiler allows only values the kernel accepts: a negative errno
-//! from 1 to 4095, and no `deny` at all on hooks that return void or a
-//! boolean. The program returns 0 (allow) everywhere else.
+//! the compiler allows only values the kernel accepts. `deny` returns a
+//! negative errno from -1 to -4095, and is rejected on hooks that return
+//! void or a boolean. The program returns 0 (allow) everywhere else.
 
 use super::{Codegen, Result, Val};
 use crate::script::{
