@@ -117,7 +117,6 @@ fn main() -> ExitCode {
         eprintln!("probe-test-helper: {error:#}");
         return ExitCode::FAILURE;
     }
-    let done = |()| true;
     let result = match cli.command {
         Command::Open { paths } => open_all(&paths),
         Command::OpenLoop {
@@ -130,15 +129,36 @@ fn main() -> ExitCode {
             kill_zero(&pids);
             Ok(true)
         }
-        Command::Socket { family, socket_type } => Ok(done(operations::socket(family, socket_type))),
-        Command::UnshareUserns => Ok(done(operations::unshare_userns())),
-        Command::InitModule => Ok(done(operations::init_module())),
-        Command::FinitModule { path } => operations::finit_module(&path).map(done),
-        Command::WriteInvalidModule { path } => operations::write_invalid_module(&path).map(done),
-        Command::Exec { path, args } => Ok(done(operations::exec(&path, &args))),
-        Command::PtraceAttach => Ok(done(operations::ptrace_attach())),
-        Command::PtraceTraceme => Ok(done(operations::ptrace_traceme())),
-        Command::Bpf => Ok(done(operations::bpf())),
+        Command::Socket { family, socket_type } => {
+            operations::socket(family, socket_type);
+            Ok(true)
+        }
+        Command::UnshareUserns => {
+            operations::unshare_userns();
+            Ok(true)
+        }
+        Command::InitModule => {
+            operations::init_module();
+            Ok(true)
+        }
+        Command::FinitModule { path } => operations::finit_module(&path).map(|()| true),
+        Command::WriteInvalidModule { path } => operations::write_invalid_module(&path).map(|()| true),
+        Command::Exec { path, args } => {
+            operations::exec(&path, &args);
+            Ok(true)
+        }
+        Command::PtraceAttach => {
+            operations::ptrace_attach();
+            Ok(true)
+        }
+        Command::PtraceTraceme => {
+            operations::ptrace_traceme();
+            Ok(true)
+        }
+        Command::Bpf => {
+            operations::bpf();
+            Ok(true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

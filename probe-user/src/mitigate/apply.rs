@@ -147,10 +147,10 @@ pub fn apply(request: &Request) -> Result<Applied, String> {
     let meta = match pinned {
         Ok(meta) => meta,
         Err(err) => {
-            if partial.exists() {
-                if let Err(cleanup) = store::remove(&partial) {
-                    log::warn!("failed to remove {}: {cleanup}", partial.display());
-                }
+            if partial.exists()
+                && let Err(cleanup) = store::remove(&partial)
+            {
+                log::warn!("failed to remove {}: {cleanup}", partial.display());
             }
             return Err(err);
         }

@@ -187,10 +187,10 @@ impl SocketType {
     pub fn parse(text: &str) -> Result<Self, String> {
         let lower = text.to_ascii_lowercase();
         let name = lower.strip_prefix("sock_").unwrap_or(&lower);
-        if let Ok(number) = name.parse::<i32>() {
-            if TYPES.iter().any(|(_, value)| *value == number) {
-                return Ok(Self(number));
-            }
+        if let Ok(number) = name.parse::<i32>()
+            && TYPES.iter().any(|(_, value)| *value == number)
+        {
+            return Ok(Self(number));
         }
         TYPES
             .iter()

@@ -240,10 +240,10 @@ unsafe fn child_main(trigger: Trigger, uid: Option<u32>, comm: &[u8; 16], go: li
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         libc::prctl(libc::PR_SET_NAME, comm.as_ptr());
-        if let Some(uid) = uid {
-            if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
-                libc::_exit(2);
-            }
+        if let Some(uid) = uid
+            && (libc::setgid(uid) != 0 || libc::setuid(uid) != 0)
+        {
+            libc::_exit(2);
         }
         let mut byte = [0u8];
         if libc::read(go, byte.as_mut_ptr().cast(), 1) != 1 {

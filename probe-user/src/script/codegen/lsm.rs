@@ -52,14 +52,13 @@ impl Codegen<'_> {
             ));
         };
         let hook = hook.clone();
-        if let ArgSource::Trampoline(signature) = &self.probe.args {
-            if signature.return_type == 0 {
-                return Err(self.error(Diagnostic::error(
-                    span,
-                    format!("the LSM hook `{hook}` returns void, so deny() cannot make it fail"),
-                )
-                .with_hint("use a hook that returns int; `probe list -v 'lsm:*'` shows their prototypes")));
-            }
+        if let ArgSource::Trampoline(signature) = &self.probe.args
+            && signature.return_type == 0
+        {
+            return Err(self.error(
+                Diagnostic::error(span, format!("the LSM hook `{hook}` returns void, so deny() cannot make it fail"))
+                    .with_hint("use a hook that returns int; `probe list -v 'lsm:*'` shows their prototypes"),
+            ));
         }
         if BOOLEAN_HOOKS.contains(&hook.as_str()) {
             return Err(self.error(Diagnostic::error(
