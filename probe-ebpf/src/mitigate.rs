@@ -8,7 +8,8 @@
 //! allows and records. Denials and audit records are counted per CPU in
 //! `COUNTERS` and written to the per-CPU ring `EVENTS`, which
 //! `probe mitigate log` reads. The operations of the loader's self-test
-//! process are only counted in `COUNTER_SELF_TEST`.
+//! process are only counted in `COUNTER_SELF_TEST` and logged through
+//! aya-log, which `probe mitigate -v` prints while it applies the rule.
 //!
 //! Returning 0 lets the next LSM (or the next BPF program on the hook)
 //! decide; a negative errno ends the check with that error.
@@ -229,6 +230,7 @@ fn decide(ctx: &LsmContext, config: &MitigationConfig, operation: &Operation<'_>
     let verdict = if audit { 0 } else { DENIED };
     if config.self_test_tgid != 0 && pid == config.self_test_tgid {
         add_to_counter(COUNTER_SELF_TEST);
+        info!(ctx, "self-test: the operation of pid {} matched the rule", pid);
         return verdict;
     }
     if audit {
@@ -237,7 +239,6 @@ fn decide(ctx: &LsmContext, config: &MitigationConfig, operation: &Operation<'_>
     } else {
         add_to_counter(COUNTER_DENIED);
         record(operation, ACTION_DENIED, pid, uid, &comm);
-        info!(ctx, "denied an operation of pid {} (uid {})", pid, uid);
     }
     verdict
 }

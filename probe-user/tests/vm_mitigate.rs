@@ -77,15 +77,25 @@ fn remove_all() {
     wait_for_no_programs("after remove --all");
 }
 
-/// Names of the loaded mitigation programs (all start with `mt_`).
+/// Names of the loaded mitigation programs (all start with `mt_`). A
+/// program that the kernel frees between the helper's listing of its id
+/// and its info read fails the listing, which is then tried again.
 fn mitigation_programs() -> Vec<String> {
-    let output = run(helper().args(["bpf-objects", "--name-prefix", "mt_"]));
-    assert!(output.status.success(), "bpf-objects failed: {}", text(&output.stderr));
-    text(&output.stdout)
-        .lines()
-        .filter(|line| line.starts_with("prog "))
-        .filter_map(|line| line.split_whitespace().nth(3).map(str::to_owned))
-        .collect()
+    let mut attempts = 0;
+    loop {
+        let output = run(helper().args(["bpf-objects", "--name-prefix", "mt_"]));
+        attempts += 1;
+        if !output.status.success() && attempts < 5 {
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert!(output.status.success(), "bpf-objects failed {attempts} times: {}", text(&output.stderr));
+        return text(&output.stdout)
+            .lines()
+            .filter(|line| line.starts_with("prog "))
+            .filter_map(|line| line.split_whitespace().nth(3).map(str::to_owned))
+            .collect();
+    }
 }
 
 fn wait_for_no_programs(context: &str) {

@@ -268,6 +268,10 @@ fn build_config(request: &Request, btf: &Btf) -> Result<MitigationConfig, String
         Rule::DenyBpf { spare } => match spare {
             BpfSpare::Root => config.flags |= FLAG_SPARE_ROOT,
             BpfSpare::Tool => {
+                // NOTE: the tool is identified by the device and inode of its
+                // executable now; an upgrade that replaces the file is no
+                // longer spared. `rm -r` of the mitigation's directory in
+                // bpffs still removes it, without calling bpf().
                 set_file_offsets(&mut config, btf)?;
                 config.offsets[OFFSET_TASK_MM] = offset(btf, "task_struct", "mm")?;
                 config.offsets[OFFSET_MM_EXE_FILE] = offset(btf, "mm_struct", "exe_file")?;
@@ -393,5 +397,101 @@ fn verify(ebpf: &mut Ebpf, config: &mut MitigationConfig, plan: &Plan, child: Ch
         (false, _, _) => Verification::NotVerified(format!(
             "{operation} in a test process {outcome} without reaching the hook"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mitigate::rules::{SocketFamily, SocketType};
+    use probe_common::mitigation::OFFSET_COUNT;
+
+    fn request(rule: Rule) -> Request {
+        Request {
+            rule,
+            ttl: Some(Duration::from_secs(60)),
+            audit: false,
+            scope: Scope::default(),
+            except_comms: Vec::new(),
+        }
+    }
+
+    /// Returns the running kernel's BTF, or `None` after saying why the
+    /// test skips.
+    fn kernel_btf() -> Option<Btf> {
+        let btf = Btf::from_sys_fs().ok();
+        if btf.is_none() {
+            eprintln!("skipped: this kernel has no BTF in {}", crate::btf::VMLINUX_BTF_PATH);
+        }
+        btf
+    }
+
+    #[test]
+    fn socket_config_sets_family_type_and_deadline() {
+        let Some(btf) = kernel_btf() else {
+            return;
+        };
+        let mut socket = request(Rule::DenySocket {
+            family: SocketFamily(17),
+            socket_type: Some(SocketType(3)),
+        });
+        socket.except_comms = vec!["dhclient".into()];
+        socket.scope.uid = Some(1000);
+        let before = store::boot_time_ns();
+        let config = build_config(&socket, &btf).expect("valid request");
+        assert_eq!(config.params[..2], [17, 3]);
+        assert_eq!(config.flags, FLAG_MATCH_TYPE | FLAG_SCOPE_UID);
+        assert_eq!(config.scope_uid, 1000);
+        assert_eq!(&config.except_comms[0][..9], b"dhclient\0");
+        assert!(config.deadline_ns >= before + 60_000_000_000);
+        assert!(config.deadline_ns < before + 70_000_000_000);
+    }
+
+    #[test]
+    fn module_load_config_reads_enum_values() {
+        let Some(btf) = kernel_btf() else {
+            return;
+        };
+        let config = build_config(&request(Rule::DenyModuleLoad), &btf).expect("enums in BTF");
+        // READING_MODULE and LOADING_MODULE are the third entries of
+        // their enums in include/linux/kernel_read_file.h.
+        assert_eq!(config.params[..2], [2, 2]);
+    }
+
+    #[test]
+    fn exec_config_reads_struct_offsets() {
+        let Some(btf) = kernel_btf() else {
+            return;
+        };
+        let identity = FileIdentity::of(Path::new("/proc/self/exe")).expect("own executable");
+        let rule = Rule::DenyExec { path: PathBuf::from("/bin/true"), identity };
+        let config = build_config(&request(rule), &btf).expect("struct fields in BTF");
+        assert_eq!(config.params[2..], [identity.device, identity.inode]);
+        // i_ino and i_sb are never the first field of struct inode.
+        assert_ne!(config.offsets[OFFSET_INODE_INO], 0);
+        assert_ne!(config.offsets[OFFSET_INODE_SB], 0);
+        assert_eq!(config.offsets.len(), OFFSET_COUNT);
+    }
+
+    #[test]
+    fn bpf_config_spares_root_or_the_tool() {
+        let Some(btf) = kernel_btf() else {
+            return;
+        };
+        let root = build_config(&request(Rule::DenyBpf { spare: BpfSpare::Root }), &btf).expect("valid");
+        assert_eq!(root.flags, FLAG_SPARE_ROOT);
+        let tool = build_config(&request(Rule::DenyBpf { spare: BpfSpare::Tool }), &btf).expect("valid");
+        assert_eq!(tool.flags, FLAG_SPARE_EXE);
+        assert_ne!(tool.offsets[OFFSET_MM_EXE_FILE], 0, "mm_struct.exe_file is inside an anonymous struct");
+    }
+
+    #[test]
+    fn lockout_check_rejects_own_executable() {
+        let identity = FileIdentity::of(Path::new("/proc/self/exe")).expect("own executable");
+        let own = request(Rule::DenyExec { path: PathBuf::from("/proc/self/exe"), identity });
+        let error = check_lockout(&own).expect_err("denying this tool locks the operator out");
+        assert!(error.contains("would stop this tool from running"), "{error}");
+        let other = FileIdentity::of(Path::new("/")).expect("root directory");
+        assert!(check_lockout(&request(Rule::DenyExec { path: PathBuf::from("/"), identity: other })).is_ok());
     }
 }
