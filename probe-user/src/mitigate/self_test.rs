@@ -150,6 +150,8 @@ impl Child {
             close_all(&go);
             return Err(error);
         }
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         let mut comm = [0u8; 16];
         let length = plan.comm.len().min(15);
         comm[..length].copy_from_slice(&plan.comm.as_bytes()[..length]);
@@ -165,8 +167,14 @@ impl Child {
             return Err(error);
         }
         if pid == 0 {
-            // SAFETY: see the fork above; this never returns.
-            unsafe { child_main(plan.trigger, plan.uid, &comm, go[0], result[1]) };
+            // SAFETY: see the fork above; this never returns. The child
+            // closes the parent's ends, so that it reads end-of-file on
+            // `go` when the parent dies before releasing it.
+            unsafe {
+                libc::close(go[1]);
+                libc::close(result[0]);
+                child_main(plan.trigger, plan.uid, &comm, go[0], result[1], parent);
+            }
         }
         // SAFETY: the descriptors are the child's ends, open and ours.
         unsafe {
@@ -235,10 +243,21 @@ fn errno() -> i32 {
 ///
 /// Must run only in a child right after `fork`; it calls only
 /// async-signal-safe functions and ends with `_exit`.
-unsafe fn child_main(trigger: Trigger, uid: Option<u32>, comm: &[u8; 16], go: libc::c_int, result: libc::c_int) -> ! {
+unsafe fn child_main(
+    trigger: Trigger,
+    uid: Option<u32>,
+    comm: &[u8; 16],
+    go: libc::c_int,
+    result: libc::c_int,
+    parent: libc::pid_t,
+) -> ! {
     // SAFETY: plain system calls on valid arguments.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A parent that died before the prctl call is not signalled for.
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
         libc::prctl(libc::PR_SET_NAME, comm.as_ptr());
         if let Some(uid) = uid
             && (libc::setgid(uid) != 0 || libc::setuid(uid) != 0)
