@@ -58,3 +58,5 @@ mod user {
     // integer arrays, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::CallEvent {}
 }
+
+pub mod mitigation;

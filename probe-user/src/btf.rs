@@ -440,6 +440,48 @@ impl Btf {
         })
     }
 
+    /// Returns the byte offset of `member` in the struct named
+    /// `struct_name`, looking into anonymous struct and union members.
+    /// Returns `None` when the struct or the member does not exist, or the
+    /// member is a bitfield.
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Option<u32> {
+        let ty = self
+            .types()
+            .find(|ty| ty.kind == Kind::Struct && ty.name == struct_name && ty.vlen > 0)?;
+        self.member_bit_offset(&ty, member, 0)
+            .filter(|bits| bits % 8 == 0)
+            .map(|bits| bits / 8)
+    }
+
+    fn member_bit_offset(&self, ty: &Type<'_>, member: &str, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for candidate in self.members(ty) {
+            if candidate.name == member && candidate.bitfield_size == 0 {
+                return Some(candidate.bit_offset);
+            }
+            if candidate.name.is_empty() {
+                let inner = self.resolve(candidate.type_id).ok()?;
+                if let Some(bits) = self.member_bit_offset(&inner, member, depth + 1) {
+                    return Some(candidate.bit_offset + bits);
+                }
+            }
+        }
+        None
+    }
+
+    /// Returns the value of `enumerator` in the enum named `enum_name`.
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Option<i64> {
+        let ty = self
+            .types()
+            .find(|ty| ty.kind == Kind::Enum && ty.name == enum_name)?;
+        (0..ty.vlen as usize).find_map(|i| {
+            let name = self.string(self.trailing_u32(&ty, 2 * i));
+            (name == enumerator).then(|| i64::from(self.trailing_u32(&ty, 2 * i + 1) as i32))
+        })
+    }
+
     /// Follows typedefs and qualifiers (`const`, `volatile`, `restrict`,
     /// type tags) to the underlying type.
     pub fn resolve(&self, mut id: u32) -> Result<Type<'_>, BtfError> {

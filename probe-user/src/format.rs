@@ -169,7 +169,7 @@ fn realtime_offset_ns() -> i128 {
 }
 
 /// Writes `HH:MM:SS.uuuuuu` in the local time zone.
-fn write_time_of_day(realtime_ns: i128, out: &mut String) {
+pub fn write_time_of_day(realtime_ns: i128, out: &mut String) {
     let seconds = (realtime_ns / 1_000_000_000) as libc::time_t;
     let micros = (realtime_ns % 1_000_000_000) / 1_000;
     // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.

@@ -9,6 +9,7 @@ pub mod kallsyms;
 pub mod kernel;
 pub mod kprobe_link;
 pub mod mapio;
+pub mod mitigate;
 pub mod planner;
 pub mod runtime;
 pub mod script;

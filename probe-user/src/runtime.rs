@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
+        FEntry, FExit, KProbe, Lsm, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         RawTracePointRunOptions, TestRun,
     },
@@ -334,6 +334,7 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
         Program::FEntry(program) => program.unload(),
         Program::FExit(program) => program.unload(),
         Program::PerfEvent(program) => program.unload(),
+        Program::Lsm(program) => program.unload(),
         _ => Ok(()),
     }
 }
@@ -480,6 +481,14 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
             let program: &mut PerfEvent = program.try_into()?;
             program.load()
         }
+        ProbeKind::Lsm { hook } => {
+            if btf.is_none() {
+                *btf = Some(aya::Btf::from_sys_fs().map_err(ProgramError::Btf)?);
+            }
+            let btf = btf.as_ref().expect("BTF was just read");
+            let program: &mut Lsm = program.try_into()?;
+            program.load(hook, btf)
+        }
     }
 }
 
@@ -542,6 +551,10 @@ fn attach_one(
             program.attach(name).map(|_| None)
         }
         ProbeKind::Begin | ProbeKind::End => Ok(None),
+        ProbeKind::Lsm { .. } => {
+            let program: &mut Lsm = program.try_into()?;
+            program.attach().map(|_| None)
+        }
         ProbeKind::Interval { period_ns, .. } => {
             // One CPU's clock drives the probe, so it fires once per period.
             let program: &mut PerfEvent = program.try_into()?;
@@ -699,6 +712,12 @@ fn mechanism_refusal_hint(kind: &ProbeKind) -> String {
         ProbeKind::Fentry { .. } | ProbeKind::Fexit { .. } => {
             "; this kernel or its security policy does not allow fentry/fexit programs: use kprobe/kretprobe instead".into()
         }
+        ProbeKind::Lsm { .. } => match crate::mitigate::checks::check_bpf_lsm() {
+            Err(reason) => format!("; {reason}"),
+            Ok(()) => "; this kernel or its security policy does not allow BPF LSM programs, although `bpf` is in \
+                       the active LSM list"
+                .into(),
+        },
         _ => "; this kernel or its security policy does not allow this program type".into(),
     }
 }

@@ -18,12 +18,16 @@ use aya::programs::links::LinkType;
 use aya::programs::{loaded_links, loaded_programs};
 use clap::{Parser, Subcommand};
 
+mod operations;
+
 #[derive(Parser)]
 #[command(
     name = "probe-test-helper",
     about = "Workloads and BPF inspection for the probe integration tests"
 )]
 struct Cli {
+    #[command(flatten)]
+    identity: operations::Identity,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,10 +84,49 @@ enum Command {
     /// nanosleep(2) at the same time, wait for them, and print `slept
     /// THREADS`.
     SleepThreads { threads: u32, ms: u64 },
+
+    /// Call socket(FAMILY, TYPE, 0) with numeric values and print `socket
+    /// RESULT`.
+    Socket { family: i32, socket_type: i32 },
+
+    /// Call unshare(CLONE_NEWUSER) and print `unshare RESULT`.
+    UnshareUserns,
+
+    /// Call init_module on an invalid 64-byte image and print
+    /// `init_module RESULT` (-8, ENOEXEC, unless denied).
+    InitModule,
+
+    /// Call finit_module on PATH and print `finit_module RESULT`.
+    FinitModule { path: PathBuf },
+
+    /// Write 64 zero bytes to PATH: a file that is not a valid module.
+    WriteInvalidModule { path: PathBuf },
+
+    /// Run PATH with ARGS and print `exec STATUS`, or `exec -ERRNO` when
+    /// exec failed.
+    Exec {
+        path: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+
+    /// PTRACE_ATTACH to a forked child and read its /proc/PID/environ;
+    /// print `ptrace_attach RESULT` and `read_environ RESULT`.
+    PtraceAttach,
+
+    /// Call PTRACE_TRACEME in a forked child; print `ptrace_traceme RESULT`.
+    PtraceTraceme,
+
+    /// Call bpf(BPF_PROG_GET_NEXT_ID) and print `bpf RESULT`.
+    Bpf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = cli.identity.apply() {
+        eprintln!("probe-test-helper: {error:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Open { paths } => open_all(&paths),
         Command::OpenLoop {
@@ -98,6 +141,37 @@ fn main() -> ExitCode {
         }
         Command::PtraceGetregs { count } => ptrace_getregs(count),
         Command::SleepThreads { threads, ms } => sleep_threads(threads, Duration::from_millis(ms)),
+
+        Command::Socket { family, socket_type } => {
+            operations::socket(family, socket_type);
+            Ok(true)
+        }
+        Command::UnshareUserns => {
+            operations::unshare_userns();
+            Ok(true)
+        }
+        Command::InitModule => {
+            operations::init_module();
+            Ok(true)
+        }
+        Command::FinitModule { path } => operations::finit_module(&path).map(|()| true),
+        Command::WriteInvalidModule { path } => operations::write_invalid_module(&path).map(|()| true),
+        Command::Exec { path, args } => {
+            operations::exec(&path, &args);
+            Ok(true)
+        }
+        Command::PtraceAttach => {
+            operations::ptrace_attach();
+            Ok(true)
+        }
+        Command::PtraceTraceme => {
+            operations::ptrace_traceme();
+            Ok(true)
+        }
+        Command::Bpf => {
+            operations::bpf();
+            Ok(true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

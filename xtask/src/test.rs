@@ -3,9 +3,12 @@
 //! 1. unit: `cargo test --lib --bins` over the workspace.
 //! 2. fuzz: each cargo-fuzz target in `probe-user/fuzz/` for a bounded
 //!    time, counted as one test per target (see `fuzz.rs`).
-//! 3. host: every `probe-user/tests/*.rs` but `vm.rs`, on the host kernel,
-//!    as root.
-//! 4. vm: `probe-user/tests/vm.rs` inside QEMU on each test kernel.
+//! 3. host: every `probe-user/tests/*.rs` but the `vm*.rs` files, on the
+//!    host kernel, as root.
+//! 4. vm: `probe-user/tests/vm.rs` and `vm_mitigate.rs` inside QEMU on each
+//!    test kernel, then `vm_mitigate.rs` once more on the 6.1 kernel booted
+//!    with an LSM list without `bpf` ([`NO_BPF_LSM_ARGS`]), where the
+//!    mitigation tests expect a clear error and nothing attached.
 //!
 //! Between the host and the VM tier, `bench-smoke` runs `cargo xtask bench
 //! --smoke` once and counts as one test: it fails only when a bench case
@@ -296,7 +299,7 @@ fn integration_test_exists(name: &str) -> bool {
 }
 
 /// Names of the host integration test files: every `probe-user/tests/*.rs`
-/// except `vm.rs`, which runs inside the VM.
+/// except the `vm*.rs` files, which run inside the VM.
 fn host_test_names() -> Vec<String> {
     let directory = paths::workspace_root().join("probe-user/tests");
     let mut names: Vec<String> = std::fs::read_dir(&directory)
@@ -307,7 +310,7 @@ fn host_test_names() -> Vec<String> {
                     let path = entry.path();
                     let is_rust = path.extension().is_some_and(|e| e == "rs");
                     let stem = path.file_stem()?.to_str()?.to_owned();
-                    (is_rust && stem != "vm").then_some(stem)
+                    (is_rust && !stem.starts_with("vm")).then_some(stem)
                 })
                 .collect()
         })
@@ -370,8 +373,15 @@ fn run_bench_smoke() -> RunReport {
     }
 }
 
-/// Builds the VM test binary and returns its path.
-fn build_vm_test_binary() -> Result<PathBuf> {
+/// The VM test targets, each with the path of its binary in the guest.
+const VM_TEST_TARGETS: [(&str, &str); 2] = [("vm", "/usr/bin/vm-tests"), ("vm_mitigate", "/usr/bin/vm-mitigate-tests")];
+
+/// The kernel command line of the boot without the BPF LSM: Debian's LSM
+/// list for Linux 6.1 without `bpf`.
+const NO_BPF_LSM_ARGS: &str = "lsm=landlock,lockdown,yama,loadpin,safesetid,integrity,apparmor";
+
+/// Builds a VM test binary and returns its path.
+fn build_vm_test_binary(target: &str) -> Result<PathBuf> {
     let mut command = cargo::cargo();
     command
         .args([
@@ -379,7 +389,7 @@ fn build_vm_test_binary() -> Result<PathBuf> {
             "-p",
             "probe-user",
             "--test",
-            "vm",
+            target,
             "--no-run",
             "--message-format=json",
         ])
@@ -394,7 +404,7 @@ fn build_vm_test_binary() -> Result<PathBuf> {
         let message =
             message.with_context(|| format!("reading the output of `{description}` failed"))?;
         if let Message::CompilerArtifact(artifact) = message
-            && artifact.target.name == "vm"
+            && artifact.target.name == target
             && artifact.profile.test
         {
             executable = artifact.executable.map(PathBuf::from);
@@ -405,29 +415,47 @@ fn build_vm_test_binary() -> Result<PathBuf> {
         bail!("`{description}` failed ({status})");
     }
     executable
-        .with_context(|| format!("`{description}` reported no executable for the `vm` test target"))
+        .with_context(|| format!("`{description}` reported no executable for the `{target}` test target"))
 }
 
 fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunReport>> {
-    let names: Vec<String> = series_list
+    let mut names: Vec<String> = series_list
         .iter()
         .map(|series| format!("vm {series}"))
         .collect();
-    if !integration_test_exists("vm") {
-        let reason = "probe-user/tests/vm.rs does not exist";
+    if series_list.contains(&Series::Linux6_1) {
+        names.push(format!("vm {} without BPF LSM", Series::Linux6_1));
+    }
+    let missing: Vec<&str> = VM_TEST_TARGETS
+        .iter()
+        .map(|(target, _)| *target)
+        .filter(|target| !integration_test_exists(target))
+        .collect();
+    if !missing.is_empty() {
+        let reason = format!("probe-user/tests has no {}", missing.join(".rs, no ") + ".rs");
         return Ok(names
             .into_iter()
             .map(|name| RunReport {
                 name,
-                outcome: RunOutcome::Skipped(reason.to_owned()),
+                outcome: RunOutcome::Skipped(reason.clone()),
             })
             .collect());
     }
 
     heading("tier 4: building the VM tests");
-    let built = cargo::build_binaries().and_then(|()| build_vm_test_binary());
-    let executable = match built {
-        Ok(executable) => executable,
+    let built = cargo::build_binaries().and_then(|()| {
+        VM_TEST_TARGETS
+            .iter()
+            .map(|(target, guest)| {
+                Ok(GuestFile {
+                    host: build_vm_test_binary(target)?,
+                    guest: PathBuf::from(guest),
+                })
+            })
+            .collect::<Result<Vec<GuestFile>>>()
+    });
+    let test_binaries = match built {
+        Ok(test_binaries) => test_binaries,
         Err(error) => {
             let message = format!("{error:#}");
             eprintln!("error: {message}");
@@ -442,15 +470,12 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
     };
 
     let mut files = vm::vm_binaries(true)?;
-    files.push(GuestFile {
-        host: executable,
-        guest: PathBuf::from("/usr/bin/vm-tests"),
-    });
+    files.extend(test_binaries);
     files.push(GuestFile {
         host: paths::workspace_root().join("examples"),
         guest: PathBuf::from("/examples"),
     });
-    let env = [
+    let mut env = vec![
         ("PROBE_BIN_DIR".to_owned(), "/usr/bin".to_owned()),
         ("PROBE_EXAMPLES_DIR".to_owned(), "/examples".to_owned()),
         (
@@ -458,45 +483,78 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
             "kprobe,fentry,lsm".to_owned(),
         ),
     ];
-    let command = ["vm-tests".to_owned(), "--test-threads=1".to_owned()];
+    // Both binaries run in one boot; the exit status is non-zero when
+    // either failed, and each prints its own `test result:` line.
+    let both = [
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "vm-tests --test-threads=1; first=$?; vm-mitigate-tests --test-threads=1 || exit $?; exit $first".to_owned(),
+    ];
 
     let mut reports = Vec::new();
-    for (&series, name) in series_list.iter().zip(names) {
+    for (&series, name) in series_list.iter().zip(names.iter().cloned()) {
         let kernel = kernels::installed(series)?;
         heading(&format!(
             "tier 4: VM integration tests on {} ({})",
             series, kernel.package
         ));
-        let config = VmConfig {
-            kernel: &kernel,
-            append: None,
-            timeout,
-            env: &env,
-            files: &files,
-            command: &command,
-            accel: Accel::Auto,
-            show_qemu_stderr: true,
-        };
-        let mut collector = ResultCollector::default();
-        let outcome = vm::run(&config, &mut |line| {
-            println!("{line}");
-            collector.observe(line);
-        })?;
-        let outcome = match outcome {
-            VmOutcome::Exited(status) => collector.finish(status == 0, || {
-                format!("vm-tests exited with status {status} before reporting test results")
-            }),
-            VmOutcome::Failed {
-                timed_out: true,
-                message,
-            } => RunOutcome::Error(format!(
-                "{message} (raise --vm-timeout if the tests need longer)"
-            )),
-            VmOutcome::Failed { message, .. } => RunOutcome::Error(message),
-        };
-        reports.push(RunReport { name, outcome });
+        reports.push(run_vm_boot(&kernel, None, &env, &files, &both, timeout, name)?);
+    }
+
+    if series_list.contains(&Series::Linux6_1) {
+        let kernel = kernels::installed(Series::Linux6_1)?;
+        heading(&format!(
+            "tier 4: mitigation tests on {} booted with `{NO_BPF_LSM_ARGS}`",
+            kernel.package
+        ));
+        env.retain(|(key, _)| key != "PROBE_EXPECT_KERNEL_FEATURES");
+        env.push(("PROBE_EXPECT_KERNEL_FEATURES".to_owned(), "kprobe,fentry".to_owned()));
+        env.push(("PROBE_EXPECT_NO_BPF_LSM".to_owned(), "1".to_owned()));
+        let command = ["vm-mitigate-tests".to_owned(), "--test-threads=1".to_owned()];
+        let name = format!("vm {} without BPF LSM", Series::Linux6_1);
+        reports.push(run_vm_boot(&kernel, Some(NO_BPF_LSM_ARGS), &env, &files, &command, timeout, name)?);
     }
     Ok(reports)
+}
+
+/// Boots one kernel, runs `command` and collects its test results.
+fn run_vm_boot(
+    kernel: &kernels::InstalledKernel,
+    append: Option<&str>,
+    env: &[(String, String)],
+    files: &[GuestFile],
+    command: &[String],
+    timeout: Duration,
+    name: String,
+) -> Result<RunReport> {
+    let config = VmConfig {
+        kernel,
+        append,
+        timeout,
+        env,
+        files,
+        command,
+        accel: Accel::Auto,
+        show_qemu_stderr: true,
+    };
+    let mut collector = ResultCollector::default();
+    let outcome = vm::run(&config, &mut |line| {
+        println!("{line}");
+        collector.observe(line);
+    })?;
+    let outcome = match outcome {
+        VmOutcome::Exited(status) => collector.finish(status == 0, || {
+            format!("the VM tests exited with status {status} before reporting test results")
+        }),
+        VmOutcome::Failed {
+            timed_out: true,
+            message,
+        } => RunOutcome::Error(format!(
+            "{message} (raise --vm-timeout if the tests need longer)"
+        )),
+        VmOutcome::Failed { message, .. } => RunOutcome::Error(message),
+    };
+    Ok(RunReport { name, outcome })
 }
 
 /// Prints one line per run and the totals, and returns the exit status:

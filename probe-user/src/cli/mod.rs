@@ -28,6 +28,7 @@ pub mod attach;
 mod attach_script;
 mod child;
 pub mod list;
+pub mod mitigate;
 pub mod run;
 
 use std::process::ExitCode;
@@ -138,6 +139,9 @@ enum ProbeCommand {
     /// List the probes this kernel offers: kernel functions, tracepoints,
     /// raw tracepoints and LSM hooks.
     List(list::ListArgs),
+    /// Apply, list and remove temporary mitigations: BPF LSM rules that
+    /// deny one kind of operation, for a stated time.
+    Mitigate(mitigate::MitigateArgs),
 }
 
 const EXIT_STATUS_HELP: &str =
@@ -147,24 +151,33 @@ const EXIT_STATUS_HELP: &str =
 pub fn kprobe_attach_main() -> ExitCode {
     let cli = KprobeAttachCli::parse();
     init_logging(cli.attach.verbosity());
+    remove_expired_mitigations("kprobe-attach");
     finish("kprobe-attach", attach::run(&cli.attach))
 }
 
 /// Entry point of the `probe` binary.
 pub fn probe_main() -> ExitCode {
     let cli = ProbeCli::parse();
+    let verbosity = match &cli.command {
+        ProbeCommand::Attach(args) => args.verbosity(),
+        ProbeCommand::Run(args) => args.verbose,
+        ProbeCommand::List(_) => 0,
+        ProbeCommand::Mitigate(args) => args.verbosity(),
+    };
+    init_logging(verbosity);
+    remove_expired_mitigations("probe");
     match cli.command {
-        ProbeCommand::Attach(args) => {
-            init_logging(args.verbosity());
-            finish("probe attach", attach::run(&args))
-        }
-        ProbeCommand::Run(args) => {
-            init_logging(args.verbose);
-            finish("probe run", run::run(&args))
-        }
-        ProbeCommand::List(args) => {
-            init_logging(0);
-            finish("probe list", list::run(&args))
-        }
+        ProbeCommand::Attach(args) => finish("probe attach", attach::run(&args)),
+        ProbeCommand::Run(args) => finish("probe run", run::run(&args)),
+        ProbeCommand::List(args) => finish("probe list", list::run(&args)),
+        ProbeCommand::Mitigate(args) => finish("probe mitigate", mitigate::run(&args)),
+    }
+}
+
+/// Removes the mitigations past their deadline, as every command does
+/// first, and prints which.
+fn remove_expired_mitigations(program: &str) {
+    for meta in crate::mitigate::remove_expired_if_any() {
+        status!("{program}: removed expired mitigation {} ({})", meta.id, meta.rule);
     }
 }

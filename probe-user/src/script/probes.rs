@@ -49,6 +49,9 @@ pub enum ProbeKind {
     /// `profile:UNIT:N`: runs on every CPU, `hz` times a second or every
     /// `period_ns` nanoseconds.
     Profile { hz: Option<u64>, period_ns: u64, text: String },
+    /// `lsm:HOOK`: a BPF LSM program on the hook's `bpf_lsm_HOOK` function,
+    /// which may deny the operation with `deny()`.
+    Lsm { hook: String },
 }
 
 impl ProbeKind {
@@ -65,6 +68,7 @@ impl ProbeKind {
             ProbeKind::Tracepoint { .. } => format!("tracepoint/{symbol}"),
             ProbeKind::RawTracepoint { .. } => format!("raw_tracepoint/{symbol}"),
             ProbeKind::Interval { .. } | ProbeKind::Profile { .. } => format!("perf_event/{symbol}"),
+            ProbeKind::Lsm { .. } => format!("lsm/{symbol}"),
         }
     }
 
@@ -84,6 +88,7 @@ impl ProbeKind {
             ProbeKind::RawTracepoint { name } => format!("rawtracepoint:{name}"),
             ProbeKind::Interval { text, .. } => format!("interval:{text}"),
             ProbeKind::Profile { text, .. } => format!("profile:{text}"),
+            ProbeKind::Lsm { hook } => format!("lsm:{hook}"),
         }
     }
 
@@ -104,22 +109,6 @@ impl ProbeKind {
             self,
             ProbeKind::Kretprobe { .. } | ProbeKind::Fexit { .. } | ProbeKind::KprobeMulti { ret: true, .. }
         )
-    }
-
-    /// The provider name that a script would use for this probe.
-    pub fn provider(&self) -> &'static str {
-        match self {
-            ProbeKind::Begin => "BEGIN",
-            ProbeKind::End => "END",
-            ProbeKind::Kprobe { .. } | ProbeKind::KprobeMulti { ret: false, .. } => "kprobe",
-            ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. } => "kretprobe",
-            ProbeKind::Fentry { .. } => "fentry",
-            ProbeKind::Fexit { .. } => "fexit",
-            ProbeKind::Tracepoint { .. } => "tracepoint",
-            ProbeKind::RawTracepoint { .. } => "rawtracepoint",
-            ProbeKind::Interval { .. } => "interval",
-            ProbeKind::Profile { .. } => "profile",
-        }
     }
 }
 
@@ -212,7 +201,7 @@ impl ResolvedProbe {
 }
 
 /// Attach-point providers the compiler supports today.
-const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval and profile";
+const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval, profile and lsm";
 
 /// Resolves one attach point against the kernel's symbols, BTF and
 /// tracepoints. A probe on several kernel functions may become several
@@ -318,12 +307,38 @@ fn resolve_one(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
             };
             Ok(ResolvedProbe::new(kind, ArgSource::None))
         }
+        (Provider::Lsm, AttachTarget::Lsm { hook }) => resolve_lsm(&hook.text, hook.span, env),
         (provider, _) => Err(Diagnostic::error(
             point.span,
             format!("`{}` probes are not supported yet", provider.name()),
         )
         .with_hint(format!("supported providers: {SUPPORTED}"))),
     }
+}
+
+/// Resolves `lsm:HOOK` through the hook's `bpf_lsm_HOOK` prototype in
+/// BTF, which types its arguments as fentry's are typed.
+fn resolve_lsm(hook: &str, span: super::span::Span, env: &Environment) -> Result<ResolvedProbe, Diagnostic> {
+    check_plain_name(hook, span)?;
+    let Some(btf) = env.btf() else {
+        return Err(Diagnostic::error(span, "LSM probes need the kernel's BTF, which this kernel does not provide"));
+    };
+    let Some(signature) = Signature::from_btf(&btf, &format!("bpf_lsm_{hook}")) else {
+        let hooks = btf.function_names().filter_map(|name| name.strip_prefix("bpf_lsm_"));
+        let matches = suggest::close_matches(hook, hooks, 3);
+        let mut diagnostic = Diagnostic::error(
+            span,
+            format!("LSM hook `{hook}` not found: the kernel's BTF has no function bpf_lsm_{hook}"),
+        );
+        if !matches.is_empty() {
+            diagnostic = diagnostic.with_hint(format!("did you mean: {}?", matches.join(", ")));
+        }
+        return Err(diagnostic.with_hint("list the hooks with `probe list 'lsm:*'`"));
+    };
+    Ok(ResolvedProbe::new(
+        ProbeKind::Lsm { hook: hook.to_owned() },
+        ArgSource::Trampoline(Rc::new(signature)),
+    ))
 }
 
 fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnostic> {

@@ -340,7 +340,7 @@ fn wildcard_names_each_function_that_fired() {
         .collect();
     assert!(matched.len() > 300, "only {} __x64_sys_ functions", matched.len());
 
-    let mut tracer = Tracer::start_script(&[
+    let tracer = Tracer::start_script(&[
         "__x64_sys_*",
         r#"{ @[func, probe] = count(); }"#,
     ]);
@@ -415,7 +415,7 @@ fn kretprobe_misses_are_reported() {
     // 64 threads sleep inside the function at once, more than the default
     // number of kretprobe instances (max(10, 2 * CPUs)), so the kernel
     // misses some returns.
-    let mut tracer = Tracer::start_script(&[
+    let tracer = Tracer::start_script(&[
         "-v",
         "--mechanism",
         "kprobe",
@@ -474,7 +474,7 @@ fn maxactive_removes_kretprobe_misses() {
     }
     // With more instances than sleeping threads, no return is missed, and
     // the tracefs event that carries the limit is gone afterwards.
-    let mut tracer = Tracer::start_script(&[
+    let tracer = Tracer::start_script(&[
         "--mechanism",
         "kprobe",
         "--return",
@@ -499,7 +499,7 @@ fn maxactive_removes_kretprobe_misses() {
 
     // Without the higher limit the same load misses returns, which the
     // tracefs event counts on every kernel.
-    let mut tracer = Tracer::start_script(&[
+    let tracer = Tracer::start_script(&[
         "--mechanism",
         "kprobe",
         "--return",

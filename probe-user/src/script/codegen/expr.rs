@@ -32,7 +32,7 @@ const BUILTINS: &[&str] = &[
     "retval", "cpid", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5",
 ];
 
-const FUNCTIONS: &[&str] = &["printf", "print", "exit", "str"];
+const FUNCTIONS: &[&str] = &["printf", "print", "exit", "str", "deny"];
 
 impl Codegen<'_> {
     /// Translates an expression to a value.

@@ -7,6 +7,7 @@
 //! their type's width; strings live in stack slots.
 
 mod expr;
+mod lsm;
 pub mod maps;
 mod output;
 mod strings;

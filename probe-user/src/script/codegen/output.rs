@@ -98,7 +98,7 @@ enum Part {
 
 const PLANNED_FUNCTIONS: &[&str] = &[
     "has_key", "len", "kstack", "ustack", "ksym", "usym", "kaddr", "uaddr", "ntop", "buf", "join", "system",
-    "cat", "signal", "override", "time", "strftime", "reg", "cgroupid", "macaddr", "deny",
+    "cat", "signal", "override", "time", "strftime", "reg", "cgroupid", "macaddr",
 ];
 
 impl Codegen<'_> {
@@ -120,6 +120,7 @@ impl Codegen<'_> {
                 Ok(Val::Void)
             }
             "str" => self.str_call(args, span),
+            "deny" => self.deny(args, span),
             "delete" => self.delete(args, span),
             "clear" | "zero" => {
                 let [map] = args else {
