@@ -59,6 +59,25 @@ pub async fn run(
             || plan.targets.iter().any(|target| target.module.is_some() || target.is_clone())
     });
     let has_btf = !several && env.btf().is_some_and(|btf| btf.find_function(&request.name).is_some());
+    if let Some(plan) = &plan {
+        for target in &plan.targets {
+            info!("target {} at {:#x}", target.qualified_name(), target.address);
+        }
+    }
+    if several {
+        info!(
+            "kprobes first: fentry cannot reach clones, namesakes or module functions, and {}",
+            if env.kprobe_multi() {
+                "this kernel attaches many functions with one kprobe.multi link"
+            } else {
+                "this kernel does not attach kprobe.multi links (Linux 5.18 and CONFIG_FPROBE needed), so each function gets its own kprobe"
+            }
+        );
+    } else if has_btf {
+        info!("fentry first: `{}` has a BTF prototype", request.name);
+    } else {
+        info!("kprobe: `{}` has no BTF prototype, which fentry needs", request.name);
+    }
 
     let mut candidates = Vec::new();
     let mut reasons: Vec<String> = Vec::new();

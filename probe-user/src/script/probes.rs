@@ -375,6 +375,11 @@ fn resolve_kprobes(
         plan.targets.len()
     );
     if env.kprobe_multi() {
+        log::info!(
+            "`{}` matches {} functions: one kprobe.multi program and link",
+            request_text(request),
+            plan.targets.len()
+        );
         let kind = ProbeKind::KprobeMulti {
             pattern: request_text(request),
             targets: plan.targets,
@@ -385,6 +390,11 @@ fn resolve_kprobes(
         probe.untyped_reason = Some(reason);
         return Ok(vec![probe]);
     }
+    log::info!(
+        "`{}` matches {} functions and this kernel has no kprobe.multi links: one program per function",
+        request_text(request),
+        plan.targets.len()
+    );
     Ok(plan
         .targets
         .iter()
