@@ -140,7 +140,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         }
         let may_skip = probe.optional && !compiled.strict;
         if let Err(err) = load_one(&mut ebpf, probe, &mut btf) {
-            if may_skip && !is_verifier_rejection(&err) {
+            if may_skip && !fails_for_every_function(&err) {
                 skipped.push((probe.kind.display_name(), error_chain(&err)));
                 continue;
             }
@@ -299,10 +299,15 @@ impl Progress {
     }
 }
 
-/// Tells whether a load failed in the verifier, which then fails the same
-/// way for every function the probe matched: that is the script's error.
-fn is_verifier_rejection(err: &ProgramError) -> bool {
-    matches!(err, ProgramError::LoadError { verifier_log, .. } if !verifier_log.to_string().trim().is_empty())
+/// Tells whether a load failure would repeat for every function a glob
+/// matched: a verifier rejection (the script's error), or EPERM with no
+/// log (the kernel refuses the program type).
+fn fails_for_every_function(err: &ProgramError) -> bool {
+    matches!(
+        err,
+        ProgramError::LoadError { verifier_log, io_error }
+            if !verifier_log.to_string().trim().is_empty() || io_error.raw_os_error() == Some(libc::EPERM)
+    )
 }
 
 /// Reports the programs of a glob or shared name that could not be

@@ -33,6 +33,22 @@ fn attach_without_kprobes_or_fentry_explains() {
 }
 
 #[test]
+fn glob_without_kprobes_or_fentry_explains() {
+    if !host_cannot_attach() {
+        eprintln!("skipped: this kernel has kprobes, so the explanation does not apply");
+        return;
+    }
+    let output = run(kprobe_attach().args(["vfs_rea*", "{ }"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("cannot attach to kernel function `vfs_rea*`"), "{stderr}");
+    assert!(stderr.contains("this kernel has no kprobes"), "{stderr}");
+    assert!(stderr.contains("does not allow fentry"), "{stderr}");
+    assert!(!stderr.contains("Verifier output"), "a raw load error leaked: {stderr}");
+    assert_nothing_attached("after the refused glob");
+}
+
+#[test]
 fn attach_refused_with_forced_kprobe() {
     if !host_cannot_attach() {
         eprintln!("skipped: this kernel has kprobes");
