@@ -69,6 +69,8 @@ pub struct Loaded {
     begin: Vec<String>,
     end: Vec<String>,
     pub attached: usize,
+    /// Kernel functions the attached programs run on.
+    pub functions: usize,
 }
 
 /// Loads every program of `compiled` and, unless `dry_run`, attaches them.
@@ -171,23 +173,29 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         }
     }
     progress.finish(attached);
+    let functions: usize = compiled
+        .probes
+        .iter()
+        .map(|probe| match &probe.kind {
+            ProbeKind::KprobeMulti { targets, .. } => targets.len(),
+            kind if kind.function().is_some() => 1,
+            _ => 0,
+        })
+        .sum::<usize>()
+        .saturating_sub(skipped.len());
     if !dry_run {
-        let functions: usize = compiled
-            .probes
-            .iter()
-            .map(|probe| match &probe.kind {
-                ProbeKind::KprobeMulti { targets, .. } => targets.len(),
-                kind if kind.function().is_some() => 1,
-                _ => 0,
-            })
-            .sum::<usize>()
-            .saturating_sub(skipped.len());
         info!(
             "attached {attached} programs in {:.0} ms ({functions} kernel functions)",
             progress.start.elapsed().as_secs_f64() * 1000.0
         );
     }
     report_skipped(&skipped);
+    // A kernel whose active LSM list lacks `bpf` loads and attaches LSM
+    // programs but never runs them: a `deny()` would silently deny nothing.
+    if !dry_run && compiled.probes.iter().any(|probe| matches!(probe.kind, ProbeKind::Lsm { .. })) {
+        crate::mitigate::checks::check_bpf_lsm()
+            .map_err(|message| RuntimeError::Attach(format!("lsm probes would never run: {message}")))?;
+    }
     if !dry_run && attached == 0 && !skipped.is_empty() {
         return Err(RuntimeError::Attach(format!(
             "none of the {} programs could be attached; the first failure: {}: {}",
@@ -209,6 +217,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         begin,
         end,
         attached,
+        functions,
     })
 }
 

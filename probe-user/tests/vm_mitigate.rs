@@ -606,6 +606,14 @@ fn no_bpf_lsm_is_explained() {
     assert!(entries.is_empty(), "left in {ROOT}: {entries:?}");
     assert!(mitigation_programs().is_empty(), "programs loaded: {:?}", mitigation_programs());
     assert!(packet_socket(&[]) >= 0);
+
+    // The kernel attaches LSM programs here but never runs them, so a
+    // script that denies must not pretend to work.
+    let output = probe_run(&["-e", "lsm:socket_create { deny(); }"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("lsm probes would never run"), "{stderr}");
+    assert!(stderr.contains("the BPF LSM is not active on this kernel"), "{stderr}");
 }
 
 /// Runs `probe run ARGS` and returns its output.

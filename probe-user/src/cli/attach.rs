@@ -145,7 +145,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
 
     if let Some(script) = &args.script {
         let script = read_script(script)?;
-        return super::attach_script::run(args, &script, [&mut interrupt, &mut terminate, &mut hangup]).await;
+        return super::attach_script::run(args, &script, false, [&mut interrupt, &mut terminate, &mut hangup]).await;
     }
     // The default tracer attaches to one vmlinux function by name. Globs,
     // clones, functions that share a name and module functions go through
@@ -156,7 +156,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
         } else {
             r#"{ printf("%-16s %7d %7d %s\n", comm, pid, tid, func); }"#
         };
-        return super::attach_script::run(args, script, [&mut interrupt, &mut terminate, &mut hangup]).await;
+        return super::attach_script::run(args, script, true, [&mut interrupt, &mut terminate, &mut hangup]).await;
     }
 
     let btf = match Btf::from_sys_fs() {
@@ -295,13 +295,32 @@ pub(crate) fn ensure_text_symbol(function: &str, btf: Option<&Btf>) -> Result<()
     Err(CliError::usage(message))
 }
 
+/// Parses FUNC and `--address` into a planner request, rejecting
+/// combinations that cannot pick anything.
+pub(crate) fn parse_request(args: &AttachArgs) -> Result<Request, CliError> {
+    let mut request = Request::parse(&args.function);
+    if request.module.as_deref() == Some("") || request.name.is_empty() {
+        return Err(CliError::usage(format!(
+            "invalid FUNC `{}`: use FUNC or MODULE:FUNC, for example vfs_read or dummy:dummy_xmit",
+            args.function
+        )));
+    }
+    if args.address.is_some() && request.is_wildcard() {
+        return Err(CliError::usage(format!(
+            "--address picks one of several functions that share a name; it cannot be combined with the glob `{}`",
+            args.function
+        )));
+    }
+    request.address = args.address;
+    Ok(request)
+}
+
 /// Tells whether `args.function` needs more than the default tracer's
 /// attach by name: it is a glob, a module function, a function with
 /// compiler clones or namesakes, or `--address` picks one copy. Errors
 /// when it matches nothing traceable.
 fn needs_planner(args: &AttachArgs) -> Result<bool, CliError> {
-    let mut request = Request::parse(&args.function);
-    request.address = args.address;
+    let request = parse_request(args)?;
     let simple = !request.is_wildcard() && request.module.is_none() && args.address.is_none() && args.maxactive.is_none();
     let functions = match KernelFunctions::read() {
         Ok(functions) => functions,

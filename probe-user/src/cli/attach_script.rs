@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     kernel::{self, KprobeSupport},
-    planner::{PlanError, Request},
+    planner::PlanError,
     runtime,
     script::{
         compile::{self, CompileOptions},
@@ -29,15 +29,17 @@ use crate::{
 
 /// Compiles, attaches and runs `script` on `args.function`, which may be
 /// a glob or `MODULE:FUNC` and may match several functions.
+/// `default_script` marks the script that stands in for the default
+/// tracer, which the messages then do not call a script.
 pub async fn run(
     args: &AttachArgs,
     script: &str,
+    default_script: bool,
     signals: [&mut tokio::signal::unix::Signal; 3],
 ) -> Result<(), CliError> {
     let mut env = Environment::running_kernel();
     env.function_address = args.address;
-    let mut request = Request::parse(&args.function);
-    request.address = args.address;
+    let request = super::attach::parse_request(args)?;
     let plan = match env.functions() {
         Some(functions) => Some(functions.plan(&request).map_err(|err| plan_error(&err))?),
         None => {
@@ -53,7 +55,9 @@ pub async fn run(
     // One plain vmlinux function gets fentry when it has a BTF prototype;
     // several functions, clones and module functions get kprobes, which
     // attach to all of them at once.
-    let several = plan.as_ref().is_some_and(|plan| {
+    // fentry attaches by name, so a copy picked by address needs a kprobe.
+    let several = args.address.is_some()
+        || plan.as_ref().is_some_and(|plan| {
         plan.wildcard
             || plan.targets.len() > 1
             || plan.targets.iter().any(|target| target.module.is_some() || target.is_clone())
@@ -136,21 +140,23 @@ pub async fn run(
                 for reason in &reasons {
                     status!("note: {reason}; used {provider} instead");
                 }
-                let what = match plan.as_ref().map(|plan| plan.targets.len()) {
-                    Some(count) if count > 1 => format!("{} ({count} functions)", args.function),
+                let what = match loaded.functions {
+                    count if count > 1 => format!("{} ({count} functions)", args.function),
                     _ => args.function.clone(),
                 };
-                status!(
-                    "Running the script at each {} of {what} with {provider}. Ctrl-C to end.",
-                    if args.return_probe { "return" } else { "call" },
-                );
+                let event = if args.return_probe { "return" } else { "call" };
+                if default_script {
+                    status!("Tracing each {event} of {what} with {provider}. Ctrl-C to end.");
+                } else {
+                    status!("Running the script at each {event} of {what} with {provider}. Ctrl-C to end.");
+                }
                 let mut output = Output::open(None)?;
                 let target = args.pid.and_then(super::child::WatchedProcess::new);
                 let end = run::stream(&mut loaded, &compiled, &mut output, None, signals, args.count, target.as_ref()).await?;
                 info!("stopping: {end}");
                 loaded.detach();
                 if !matches!(end, End::OutputClosed | End::CountReached) {
-                    run::drain(&mut loaded, &compiled, &mut output);
+                    run::drain(&mut loaded, &compiled, &mut output, args.count);
                 }
                 if !matches!(end, End::OutputClosed) {
                     run::finish_maps(&loaded, &mut output);

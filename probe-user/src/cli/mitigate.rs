@@ -176,6 +176,12 @@ fn request(command: &MitigateCommand) -> Result<Request, CliError> {
             let identity = FileIdentity::of(path).map_err(|err| {
                 CliError::usage(format!("cannot deny exec of {}: {err}; give the path of an existing file", path.display()))
             })?;
+            if path.is_dir() {
+                return Err(CliError::usage(format!(
+                    "cannot deny exec of {}: it is a directory; give the path of an executable file",
+                    path.display()
+                )));
+            }
             if path.to_string_lossy().contains('\n') {
                 return Err(CliError::usage(format!("invalid path {path:?}: it contains a newline")));
             }
@@ -325,6 +331,8 @@ fn remove(ids: &[u32], all: bool) -> Result<(), CliError> {
         let mut targets = Vec::new();
         for id in ids {
             match applied.iter().find(|mitigation| mitigation.id == *id) {
+                // `remove 1 1` removes mitigation 1 once.
+                Some(_) if targets.iter().any(|known: &&store::Applied| known.id == *id) => {}
                 Some(mitigation) => targets.push(mitigation),
                 None => {
                     return Err(CliError::usage(format!(

@@ -321,7 +321,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     }
     loaded.detach();
     if !matches!(end, End::OutputClosed) {
-        drain(&mut loaded, &compiled, &mut output);
+        drain(&mut loaded, &compiled, &mut output, None);
     }
     for line in loaded.missed_report() {
         status!("{line}");
@@ -450,9 +450,9 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, 
     end
 }
 
-pub(crate) fn drain(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output) {
-    while let Some(end) = print_records(loaded, compiled, output, None) {
-        if matches!(end, End::OutputClosed) {
+pub(crate) fn drain(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, limit: Option<u64>) {
+    while let Some(end) = print_records(loaded, compiled, output, limit) {
+        if matches!(end, End::OutputClosed | End::CountReached) {
             break;
         }
     }

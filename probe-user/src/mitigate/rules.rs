@@ -272,6 +272,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if total == 0 {
         return Err(format!("invalid duration `{text}`: it must be at least 1s"));
     }
+    // A temporary mitigation that outlives a year is a configuration
+    // problem, and the kernel's boot-time clock counts in u64 nanoseconds.
+    const MAX_SECONDS: u64 = 366 * 86_400;
+    if total > MAX_SECONDS {
+        return Err(format!("invalid duration `{text}`: the longest is 366d; apply it again when it expires"));
+    }
     Ok(Duration::from_secs(total))
 }
 
@@ -303,6 +309,17 @@ impl Scope {
         let Some((key, value)) = text.split_once('=') else {
             return Err(format!("invalid scope `{text}`: use uid=UID, comm=NAME or cgroup=PATH"));
         };
+        let already = match key {
+            "uid" => self.uid.is_some(),
+            "comm" => self.comm.is_some(),
+            "cgroup" => self.cgroup.is_some(),
+            _ => false,
+        };
+        if already {
+            return Err(format!(
+                "invalid scope `{text}`: a scope takes one {key}; give --scope {key}=... once (different keys may be combined)"
+            ));
+        }
         match key {
             "uid" => self.uid = Some(parse_uid(value)?),
             "comm" => self.comm = Some(check_comm(value)?),

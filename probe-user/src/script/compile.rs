@@ -192,6 +192,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         for note in &mut resolve_notes {
             if note.severity == diagnostic::Severity::Warning {
                 note.severity = diagnostic::Severity::Error;
+                note.message = note.message.replace(" and are skipped", "").replace(" and is skipped", "");
                 note.hints.push("--strict makes this an error; drop it to attach to the rest".into());
             }
         }
@@ -200,11 +201,13 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
     let function_names = assign_cookies(&mut resolutions);
     // Programs expanded from a glob print `func` and `probe` at one size
     // too, so that map keys made of them are not cut to the first name.
+    // Every program prints `func` and `probe` at one size, so that a map
+    // keyed by them is not cut to the first program's name (several
+    // attach points share one body, and a glob expands to many).
     let expanded_names: Vec<String> = resolutions
         .iter()
         .flatten()
         .flatten()
-        .filter(|resolved| resolved.optional)
         .map(|resolved| resolved.kind.display_name())
         .collect();
     let name_size = codegen::name_size(function_names.iter().chain(&expanded_names));

@@ -343,8 +343,8 @@ fn resolve_lsm(hook: &str, span: super::span::Span, env: &Environment) -> Result
 
 fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnostic> {
     if name.contains(['*', '?']) {
-        return Err(Diagnostic::error(span, format!("wildcards in tracepoint names (`{name}`) are not supported yet"))
-            .with_hint("name one tracepoint per attach point; several attach points may share a block: `tracepoint:a:b, tracepoint:a:c { ... }`"));
+        return Err(Diagnostic::error(span, format!("wildcards (`{name}`) are supported in kprobe, kretprobe, fentry and fexit probes only"))
+            .with_hint("name one object per attach point; several attach points may share a block: `tracepoint:a:b, tracepoint:a:c { ... }`"));
     }
     Ok(())
 }

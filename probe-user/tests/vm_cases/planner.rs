@@ -82,7 +82,9 @@ fn probe() -> Command {
 /// Starts `kprobe-attach ARGS`, waits until it runs, interrupts it, and
 /// returns its exit code and standard error.
 fn attach_and_interrupt(args: &[&str]) -> (Option<i32>, String) {
-    let tracer = Tracer::start_script(args);
+    // Without a SCRIPT, kprobe-attach prints "Tracing each call ...".
+    let has_script = args.iter().any(|arg| arg.trim_start().starts_with('{'));
+    let tracer = if has_script { Tracer::start_script(args) } else { Tracer::start(args) };
     tracer.signal(libc::SIGINT);
     let (code, _, stderr) = tracer.finish();
     (code, stderr)

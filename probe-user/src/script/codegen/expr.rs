@@ -218,28 +218,26 @@ impl Codegen<'_> {
             "func" | "probe" if matches!(self.probe.kind, ProbeKind::KprobeMulti { .. }) => {
                 Ok(self.multi_probe_name(name == "probe"))
             }
-            "func" | "probe" if self.probe.optional => {
+            "func" | "probe" => {
                 let text = if name == "func" {
-                    self.probe.kind.function().map(|f| f.rsplit(':').next().unwrap_or(f).to_owned()).unwrap_or_default()
+                    let Some(function) = self.probe.kind.function() else {
+                        return Err(self.error(Diagnostic::error(
+                            span,
+                            format!("`func` is only available in probes on kernel functions, not in {}", self.probe.kind.display_name()),
+                        )));
+                    };
+                    // `MODULE:FUNC` names the function `FUNC`.
+                    function.rsplit(':').next().unwrap_or(function).to_owned()
                 } else {
                     self.probe.kind.display_name()
                 };
-                // One fixed size for every program of the glob, so that
+                // One fixed size for every program of the script, so that
                 // the names compare and key maps alike.
                 let mut bytes = text.into_bytes();
                 bytes.resize(self.options.name_size.saturating_sub(1).max(bytes.len() as u32) as usize, 0);
                 let (slot, len) = self.string_value(Val::Lit(bytes), span)?;
                 Ok(Val::Str { slot, len })
             }
-            "func" => match self.probe.kind.function() {
-                // `MODULE:FUNC` names the function `FUNC`.
-                Some(function) => Ok(Val::Lit(function.rsplit(':').next().unwrap_or(function).as_bytes().to_vec())),
-                None => Err(self.error(Diagnostic::error(
-                    span,
-                    format!("`func` is only available in probes on kernel functions, not in {}", self.probe.kind.display_name()),
-                ))),
-            },
-            "probe" => Ok(Val::Lit(self.probe.kind.display_name().into_bytes())),
             "cpid" => match self.options.cpid {
                 Some(cpid) => {
                     let reg = self.f.constant(i64::from(cpid));
