@@ -22,9 +22,9 @@ pub struct Symbol {
 }
 
 impl Symbol {
-    /// Tells whether the symbol is code, which kprobes can attach to: a
-    /// text symbol, or a weak symbol that is not an object (`W`; memcpy is
-    /// one on Linux 6.1), since weak objects are `V`.
+    /// Tells whether the symbol is code, which kprobes can attach to. Text
+    /// symbols are code, and so are weak symbols (`W`, such as memcpy on
+    /// Linux 6.1), because weak objects have the letter `V`.
     pub fn is_text(&self) -> bool {
         matches!(self.kind, 't' | 'T' | 'w' | 'W')
     }

@@ -107,7 +107,7 @@ pub fn untraceable_reason(function: &str) -> Option<String> {
 }
 
 /// Raises the soft limit on open files to the hard limit: every attached
-/// program holds descriptors (a program and a link per kprobe), and
+/// program keeps descriptors (a program and a link per kprobe), and
 /// hundreds of functions pass the usual soft limit of 1024.
 pub fn raise_open_file_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -1,7 +1,7 @@
-//! Kprobes that aya 0.14 cannot create: kprobes at an address (which tell
-//! apart static functions that share a name), kprobe.multi links (one
-//! program on many functions with one system call), and the counters the
-//! kernel keeps of the events it could not deliver.
+//! Kprobes that aya 0.14 cannot create. A kprobe at an address picks one
+//! of several static functions that share a name. A kprobe.multi link puts
+//! one program on many functions with one system call. The kernel also
+//! counts the events it could not deliver, which this module reads.
 //!
 //! Everything here goes through `bpf(2)` and `perf_event_open(2)` directly.
 //! Each attachment is owned by file descriptors, so dropping it detaches.
@@ -157,7 +157,7 @@ pub fn attach_multi(program: BorrowedFd<'_>, addresses: &[u64], cookies: &[u64],
 
 /// Tells whether the kernel creates kprobe.multi links: they need Linux
 /// 5.18 and `CONFIG_FPROBE`. The check loads a two-instruction program
-/// and asks for a link to no functions, which fails with `EINVAL` when
+/// and requests a link to no functions, which fails with `EINVAL` when
 /// the kernel supports kprobe.multi and `EOPNOTSUPP` when it does not.
 pub fn multi_supported() -> bool {
     let insns = [Insn::mov64_imm(Reg::R0, 0), Insn::exit()];
@@ -172,13 +172,13 @@ pub fn multi_supported() -> bool {
 }
 
 /// A kprobe or kretprobe created through the kprobe PMU, with a BPF link
-/// that runs a program on it. The link holds the perf event, so closing
+/// that runs a program on it. The link keeps the perf event, so closing
 /// the link removes the kprobe.
 pub struct PerfKprobe {
     link: OwnedFd,
 }
 
-/// Where a [`PerfKprobe`] goes.
+/// The location of a [`PerfKprobe`].
 pub enum KprobeLocation<'a> {
     /// A function name, `MODULE:FUNC` for module functions.
     Symbol(&'a str),
@@ -202,7 +202,7 @@ impl PerfKprobe {
             }
             KprobeLocation::Address(address) => (0, address),
         };
-        let mut attr = PerfEventAttr {
+        let attr = PerfEventAttr {
             kind: pmu_type,
             size: size_of::<PerfEventAttr>() as u32,
             config,
@@ -210,38 +210,45 @@ impl PerfKprobe {
             config2: address,
             ..PerfEventAttr::default()
         };
-        // SAFETY: `attr` is a valid `perf_event_attr` of the size it
-        // states, and `symbol` outlives the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &mut attr as *mut PerfEventAttr,
-                -1 as libc::pid_t,
-                0 as libc::c_int,
-                -1 as libc::c_int,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let event = owned(fd);
-        let mut link_attr = LinkCreateAttr {
-            prog_fd: program.as_raw_fd() as u32,
-            target_fd: event.as_raw_fd() as u32,
-            attach_type: BPF_PERF_EVENT,
-            ..LinkCreateAttr::default()
-        };
-        let link = bpf(BPF_LINK_CREATE, &mut link_attr).map(owned)?;
-        // The link took its own reference to the event.
-        drop(event);
+        // `symbol` outlives the call, which reads the name through config1.
+        let link = link_perf_event(program, attr)?;
         Ok(Self { link })
     }
 
-    /// The link's file descriptor, for [`missed_events`].
+    /// Returns the link's file descriptor, for [`missed_events`].
     pub fn link(&self) -> BorrowedFd<'_> {
         self.link.as_fd()
     }
+}
+
+/// Opens the perf event that `attr` describes, for all processes on CPU 0,
+/// and links `program` to it. A kprobe or tracepoint event runs its
+/// program on every CPU whichever CPU it was opened on. The link keeps its
+/// own reference to the event, so only the link is returned.
+fn link_perf_event(program: BorrowedFd<'_>, mut attr: PerfEventAttr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a valid `perf_event_attr` of the size it states,
+    // and any string it points to is owned by the caller for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &mut attr as *mut PerfEventAttr,
+            -1 as libc::pid_t,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let event = owned(fd);
+    let mut link_attr = LinkCreateAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        target_fd: event.as_raw_fd() as u32,
+        attach_type: BPF_PERF_EVENT,
+        ..LinkCreateAttr::default()
+    };
+    bpf(BPF_LINK_CREATE, &mut link_attr).map(owned)
 }
 
 /// `struct perf_event_attr` as far as kprobes need it, padded to the
@@ -267,7 +274,7 @@ fn read_number<T: std::str::FromStr>(path: &str) -> io::Result<T> {
     let text = fs::read_to_string(path)?;
     text.trim()
         .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path} holds {:?}, not a number", text.trim())))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("invalid content {:?} in {path}: expected a number", text.trim())))
 }
 
 /// Returns the `config` bit that makes a kprobe PMU event a kretprobe,
@@ -277,7 +284,7 @@ fn retprobe_bit() -> io::Result<u32> {
     text.trim()
         .strip_prefix("config:")
         .and_then(|bit| bit.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{KPROBE_PMU_RETPROBE} holds {:?}", text.trim())))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("invalid content {:?} in {KPROBE_PMU_RETPROBE}: expected `config:BIT`", text.trim())))
 }
 
 /// Returns how many times a kprobe or kprobe.multi link could not run its
@@ -307,8 +314,8 @@ pub fn missed_events(link: BorrowedFd<'_>) -> Option<u64> {
     }
 }
 
-/// The `missed` fields of kprobe link information exist since Linux 6.7;
-/// older kernels leave them zero whatever happened.
+/// Tells whether the kernel fills the `missed` fields of kprobe link
+/// information (Linux 6.7 and later). Older kernels leave them zero.
 fn kernel_reports_missed() -> bool {
     let release = crate::kernel::release();
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -332,9 +339,9 @@ pub fn recursion_misses(program: BorrowedFd<'_>) -> Option<u64> {
     (attr.info_len >= 216).then_some(info[26])
 }
 
-/// Group of the kretprobes this tool creates in tracefs; each event is
-/// named `p<PID>_<N>`, so that events of a process that died without
-/// removing them can be found and removed.
+/// Group of the kretprobes this tool creates in tracefs. Each event is
+/// named `p<PID>_<N>`, so the events of a process that died before it
+/// removed them can be found and removed.
 const TRACEFS_GROUP: &str = "probetool";
 /// `PERF_TYPE_TRACEPOINT`: perf events on tracefs events by id.
 const PERF_TYPE_TRACEPOINT: u32 = 2;
@@ -369,35 +376,14 @@ impl TracefsKretprobe {
             event,
         };
         let id: u64 = read_number(&probe.event_dir().join("id").to_string_lossy())?;
-        let mut attr = PerfEventAttr {
+        let attr = PerfEventAttr {
             kind: PERF_TYPE_TRACEPOINT,
             size: size_of::<PerfEventAttr>() as u32,
             config: id,
             sample_period: 1,
             ..PerfEventAttr::default()
         };
-        // SAFETY: `attr` is a valid `perf_event_attr` of the size it states.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &mut attr as *mut PerfEventAttr,
-                -1 as libc::pid_t,
-                0 as libc::c_int,
-                -1 as libc::c_int,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let event = owned(fd);
-        let mut link_attr = LinkCreateAttr {
-            prog_fd: program.as_raw_fd() as u32,
-            target_fd: event.as_raw_fd() as u32,
-            attach_type: BPF_PERF_EVENT,
-            ..LinkCreateAttr::default()
-        };
-        probe.link = Some(bpf(BPF_LINK_CREATE, &mut link_attr).map(owned)?);
+        probe.link = Some(link_perf_event(program, attr)?);
         Ok(probe)
     }
 

@@ -43,8 +43,8 @@ pub struct FunctionTarget {
 }
 
 impl FunctionTarget {
-    /// The name as the user would write it: `MODULE:FUNC` for module
-    /// functions.
+    /// Returns the name as the user would write it: `MODULE:FUNC` for
+    /// module functions.
     pub fn qualified_name(&self) -> String {
         match &self.module {
             Some(module) => format!("{module}:{}", self.symbol),
@@ -65,7 +65,7 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
-/// Why a matching symbol cannot be attached to.
+/// The reason a matching symbol cannot be attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
     /// Missing from `available_filter_functions`: `notrace`, inlined
@@ -88,7 +88,7 @@ impl fmt::Display for SkipReason {
     }
 }
 
-/// What a function name or pattern resolved to.
+/// The function entries that a name or pattern resolved to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Every function entry to attach to, in kallsyms order.
@@ -112,8 +112,8 @@ impl Plan {
         !self.targets.iter().all(|target| seen.insert(target.symbol.as_str()))
     }
 
-    /// A sentence describing targets the user may not expect: clones and
-    /// duplicates. Empty when there is one plain target.
+    /// Describes in a sentence the targets the user may not expect: clones
+    /// and duplicates. Returns `None` for one plain target or a glob.
     pub fn describe(&self, request: &str) -> Option<String> {
         if self.wildcard || self.targets.is_empty() {
             return None;
@@ -195,7 +195,7 @@ pub fn is_glob(text: &str) -> bool {
     text.contains(['*', '?'])
 }
 
-/// Why a request matched nothing that can be attached to.
+/// The reason a request matched nothing that can be attached to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("kernel function `{name}` not found{}", hint_suffix(.suggestions))]

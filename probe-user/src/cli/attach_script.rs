@@ -29,8 +29,8 @@ use crate::{
 
 /// Compiles, attaches and runs `script` on `args.function`, which may be
 /// a glob or `MODULE:FUNC` and may match several functions.
-/// `default_script` marks the script that stands in for the default
-/// tracer, which the messages then do not call a script.
+/// `default_script` marks the script that replaces the default tracer,
+/// so the messages do not call it a script.
 pub async fn run(
     args: &AttachArgs,
     script: &str,

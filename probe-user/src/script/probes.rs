@@ -26,8 +26,8 @@ pub enum ProbeKind {
     /// Runs once when the run ends.
     End,
     /// A kprobe on one function entry. `function` is the kallsyms name,
-    /// `MODULE:FUNC` for module functions; a nonzero `address` attaches at
-    /// that address, which tells apart functions that share a name.
+    /// `MODULE:FUNC` for module functions. A nonzero `address` attaches at
+    /// that address, which picks one of several functions with one name.
     Kprobe { function: String, address: u64 },
     Kretprobe { function: String, address: u64 },
     /// One program attached to many functions through a kprobe.multi link
@@ -178,7 +178,7 @@ pub enum ArgSource {
 pub struct ResolvedProbe {
     pub kind: ProbeKind,
     pub args: ArgSource,
-    /// Why `args` is unavailable when `args` is `Registers(None)`.
+    /// The reason `args` is unavailable when `args` is `Registers(None)`.
     pub untyped_reason: Option<String>,
     /// The split BTF that types a module function's arguments; `None`
     /// for vmlinux functions, typed by the kernel's own BTF.
@@ -351,8 +351,8 @@ fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnosti
 
 /// Resolves `kprobe:` and `kretprobe:` on a function, a glob, or
 /// `MODULE:FUNC`. One target is one program, typed by BTF when the
-/// function has a prototype; several become one kprobe.multi program when
-/// the kernel has them, or one program per target otherwise.
+/// function has a prototype. Several targets become one kprobe.multi
+/// program when the kernel has them, or one program per target otherwise.
 fn resolve_kprobes(
     request: &Request,
     ret: bool,
@@ -448,14 +448,20 @@ fn target_signature(target: &FunctionTarget, env: &Environment) -> (Option<Rc<Si
     }
 }
 
+/// Reports that a glob or `MODULE:FUNC` cannot be resolved without
+/// `/proc/kallsyms`.
+fn symbol_table_missing(request: &Request, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        span,
+        format!("`{}` needs the kernel's symbol table ({KALLSYMS_PATH}), which cannot be read", request_text(request)),
+    )
+    .with_hint("run as root, or name one vmlinux function")
+}
+
 /// Resolves a kprobe by name alone, when the symbol table cannot be read.
 fn resolve_kprobe_by_name(request: &Request, ret: bool, span: Span, env: &Environment) -> Result<Vec<ResolvedProbe>, Diagnostic> {
     if request.is_wildcard() || request.module.is_some() {
-        return Err(Diagnostic::error(
-            span,
-            format!("`{}` needs the kernel's symbol table ({KALLSYMS_PATH}), which cannot be read", request_text(request)),
-        )
-        .with_hint("run as root, or name one vmlinux function"));
+        return Err(symbol_table_missing(request, span));
     }
     let target = FunctionTarget {
         symbol: request.name.clone(),
@@ -491,10 +497,7 @@ fn resolve_fentry(
             address: 0,
         }],
         None => {
-            return Err(Diagnostic::error(
-                span,
-                format!("`{}` needs the kernel's symbol table ({KALLSYMS_PATH}), which cannot be read", request_text(request)),
-            ));
+            return Err(symbol_table_missing(request, span));
         }
     };
 

@@ -39,7 +39,7 @@ pub const NAMES_MAP: MapRef = MapRef(4);
 /// to 127 bytes.
 pub const MAX_NAME_SIZE: u32 = 128;
 
-/// Returns the entry size of a names map that holds `names`: the longest
+/// Returns the entry size of a names map that contains `names`: the longest
 /// name with its NUL, rounded up to 8 bytes, at most [`MAX_NAME_SIZE`].
 /// Sizing it to the names keeps `func` small on the BPF stack.
 pub fn name_size<'a>(names: impl Iterator<Item = &'a String>) -> u32 {
