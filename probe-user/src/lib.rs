@@ -14,5 +14,7 @@ pub mod planner;
 pub mod runtime;
 pub mod script;
 pub mod suggest;
+pub mod symbolize;
 pub mod tracer;
 pub mod tracepoint;
+pub mod uprobe;

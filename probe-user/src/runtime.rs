@@ -15,11 +15,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        FEntry, FExit, KProbe, Lsm, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
+        FEntry, FExit, KProbe, Lsm, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         RawTracePointRunOptions, TestRun,
+        uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
 use log::{debug, info};
@@ -29,12 +30,16 @@ use crate::{
     kprobe_link::{self, KprobeLocation, PerfKprobe, TracefsKretprobe},
     mapio::{self, RawMap},
     script::{
-        aggregate::{Entry, MapSpec, PrintOptions, json, text},
-        codegen::{MapAction, OutputSpec},
-        compile::{Compiled, CompiledProbe, DROPS_MAP_NAME, EVENTS_MAP_NAME, LOST_MAP_NAME, NAMES_MAP_NAME, script_map_name},
+        aggregate::{Entry, KeyPart, MapSpec, PrintOptions, json, text},
+        codegen::{MapAction, OutputSpec, Symbols},
+        compile::{
+            Compiled, CompiledProbe, DROPS_MAP_NAME, EVENTS_MAP_NAME, LOST_MAP_NAME, NAMES_MAP_NAME, script_map_name,
+            stack_map_name,
+        },
         probes::ProbeKind,
         span::Source,
     },
+    symbolize::Resolver,
 };
 
 /// Error from loading or attaching a script.
@@ -66,6 +71,8 @@ pub struct Loaded {
     drops: Option<PerCpuArray<MapData, u64>>,
     /// Entries per script map, for the dropped-update report.
     map_size: u32,
+    /// Renders stacks and symbols in records and map keys.
+    pub symbols: Resolver,
     begin: Vec<String>,
     end: Vec<String>,
     pub attached: usize,
@@ -116,6 +123,15 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
             _ => return Err(RuntimeError::Object(format!("map {name} has an unexpected type"))),
         };
         maps.push((spec.clone(), data));
+    }
+    let mut stack_maps = Vec::with_capacity(compiled.stack_maps.len());
+    for (index, &(user, frames)) in compiled.stack_maps.iter().enumerate() {
+        let name = stack_map_name(index);
+        let map = ebpf
+            .take_map(&name)
+            .ok_or_else(|| RuntimeError::Object(format!("the object has no map {name}")))?;
+        let map = StackTraceMap::try_from(map).map_err(|err| RuntimeError::Object(format!("map {name}: {err}")))?;
+        stack_maps.push((map, user, frames));
     }
     let drops = ebpf
         .take_map(DROPS_MAP_NAME)
@@ -214,6 +230,7 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         maps,
         drops,
         map_size: compiled.map_size,
+        symbols: Resolver::new(stack_maps),
         begin,
         end,
         attached,
@@ -495,6 +512,10 @@ fn load_one(ebpf: &mut Ebpf, probe: &CompiledProbe, btf: &mut Option<aya::Btf>) 
             let program: &mut PerfEvent = program.try_into()?;
             program.load()
         }
+        ProbeKind::Uprobe { .. } => {
+            let program: &mut UProbe = program.try_into()?;
+            program.load()
+        }
         ProbeKind::Lsm { hook } => {
             if btf.is_none() {
                 *btf = Some(aya::Btf::from_sys_fs().map_err(ProgramError::Btf)?);
@@ -565,6 +586,16 @@ fn attach_one(
             program.attach(name).map(|_| None)
         }
         ProbeKind::Begin | ProbeKind::End => Ok(None),
+        ProbeKind::Uprobe { path, offset, pid, .. } => {
+            let program: &mut UProbe = program.try_into()?;
+            let scope = match pid.and_then(std::num::NonZeroU32::new) {
+                Some(pid) => UProbeScope::OneProcess(pid),
+                None => UProbeScope::AllProcesses,
+            };
+            program
+                .attach(UProbeAttachLocation::AbsoluteOffset(*offset), path, scope)
+                .map(|_| None)
+        }
         ProbeKind::Lsm { .. } => {
             let program: &mut Lsm = program.try_into()?;
             program.attach().map(|_| None)
@@ -955,12 +986,25 @@ impl Loaded {
         let mut entries = Vec::with_capacity(pairs.len());
         for (key, value) in pairs {
             match spec.decode_entry(&key, &value) {
-                Ok(Some(entry)) => entries.push(entry),
+                Ok(Some(mut entry)) => {
+                    self.render_key(&mut entry.key);
+                    entries.push(entry)
+                }
                 Ok(None) => {}
                 Err(err) => return Err(RuntimeError::Object(err.to_string())),
             }
         }
         Ok(entries)
+    }
+
+    /// Replaces the raw parts of a key (stacks, symbols, addresses) with
+    /// their text.
+    fn render_key(&self, key: &mut crate::script::aggregate::Key) {
+        for part in &mut key.0 {
+            if let KeyPart::Raw(special, bytes) = part {
+                *part = KeyPart::Str(self.symbols.special(*special, bytes));
+            }
+        }
     }
 
     /// Carries out a map action and returns the text to print.
@@ -1041,7 +1085,7 @@ pub enum Record {
 }
 
 /// Renders one ring buffer record into `out`.
-pub fn render_record(outputs: &[OutputSpec], record: &[u8], out: &mut String) -> Record {
+pub fn render_record(outputs: &[OutputSpec], record: &[u8], out: &mut String, symbols: &dyn Symbols) -> Record {
     let Some(header) = record.get(..4) else {
         return Record::Invalid;
     };
@@ -1050,7 +1094,7 @@ pub fn render_record(outputs: &[OutputSpec], record: &[u8], out: &mut String) ->
         Some(OutputSpec::Exit) => Record::Exit,
         Some(OutputSpec::MapAction(action)) => Record::MapAction(*action),
         Some(spec) => {
-            spec.render(record, out);
+            spec.render(record, out, symbols);
             Record::Text
         }
         None => Record::Invalid,

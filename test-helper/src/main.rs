@@ -85,6 +85,26 @@ enum Command {
     /// THREADS`.
     SleepThreads { threads: u32, ms: u64 },
 
+    /// Call `chain_a`, which calls `chain_b`, which calls `chain_c`, COUNT
+    /// times, print `chain COUNT`, then sleep LINGER_MS milliseconds so
+    /// that a tracer can still read this process's mappings.
+    CallChain {
+        count: u32,
+        #[arg(long, default_value_t = 300)]
+        linger_ms: u64,
+    },
+
+    /// For each LENGTH, call `take_string(text, LENGTH)` with a string of
+    /// that many characters (`0123456789abcdefghijklmnopqrstuvwxyz`
+    /// repeated), print `string LENGTH`, then sleep LINGER_MS
+    /// milliseconds.
+    Strings {
+        #[arg(required = true)]
+        lengths: Vec<usize>,
+        #[arg(long, default_value_t = 300)]
+        linger_ms: u64,
+    },
+
     /// Call socket(FAMILY, TYPE, 0) with numeric values and print `socket
     /// RESULT`.
     Socket { family: i32, socket_type: i32 },
@@ -142,6 +162,14 @@ fn main() -> ExitCode {
         Command::PtraceGetregs { count } => ptrace_getregs(count),
         Command::SleepThreads { threads, ms } => sleep_threads(threads, Duration::from_millis(ms)),
 
+        Command::CallChain { count, linger_ms } => {
+            call_chain(count, Duration::from_millis(linger_ms));
+            Ok(true)
+        }
+        Command::Strings { lengths, linger_ms } => {
+            pass_strings(&lengths, Duration::from_millis(linger_ms));
+            Ok(true)
+        }
         Command::Socket { family, socket_type } => {
             operations::socket(family, socket_type);
             Ok(true)
@@ -185,6 +213,60 @@ fn main() -> ExitCode {
 
 /// Opens `path` read-only and returns the file descriptor or the negative
 /// errno. The caller owns the descriptor.
+/// The pattern that `strings` repeats: each position in a string shows
+/// where the string was cut.
+const STRING_PATTERN: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// Returns the string of `length` characters that `strings` passes.
+pub fn pattern_string(length: usize) -> Vec<u8> {
+    STRING_PATTERN.iter().copied().cycle().take(length).collect()
+}
+
+// The probe targets for the uprobe tests: plain C-ABI symbols that are
+// never inlined, so that each call enters the function and each frame
+// shows in a user stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn chain_c(value: u64) -> u64 {
+    std::hint::black_box(value + 3)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn chain_b(value: u64) -> u64 {
+    std::hint::black_box(chain_c(value + 2))
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn chain_a(value: u64) -> u64 {
+    std::hint::black_box(chain_b(value + 1))
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn take_string(text: *const std::ffi::c_char, length: usize) -> usize {
+    std::hint::black_box(text);
+    std::hint::black_box(length)
+}
+
+fn call_chain(count: u32, linger: Duration) {
+    for index in 0..count {
+        std::hint::black_box(chain_a(u64::from(index)));
+    }
+    println!("chain {count}");
+    std::thread::sleep(linger);
+}
+
+fn pass_strings(lengths: &[usize], linger: Duration) {
+    for &length in lengths {
+        let text = std::ffi::CString::new(pattern_string(length)).expect("the pattern has no NUL");
+        take_string(text.as_ptr(), length);
+        println!("string {length}");
+    }
+    std::thread::sleep(linger);
+}
+
 fn open_read_only(path: &Path) -> Result<i32> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .with_context(|| format!("invalid path {}: it contains a NUL byte", path.display()))?;

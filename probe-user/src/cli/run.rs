@@ -96,6 +96,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_LIMIT)))]
     pub maxactive: Option<u32>,
 
+    /// Attach uretprobes to Go programs too. Go moves goroutine stacks,
+    /// which breaks the return address a uretprobe plants and can crash
+    /// the program.
+    #[arg(long)]
+    pub unsafe_go_uretprobe: bool,
+
     /// Explain what was resolved, chosen and loaded; repeat for debug
     /// output.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -231,7 +237,10 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     options.codegen.pid = args.pid;
     options.codegen.cpid = child.as_ref().map(|c| c.pid);
     options.codegen.start_ktime_ns = monotonic_ns();
-    let compiled = compile_source(source, &options);
+    let mut env = Environment::running_kernel();
+    env.target_pid = args.pid;
+    env.allow_go_uretprobe = args.unsafe_go_uretprobe;
+    let compiled = compile_source_in(source, &env, &options);
     let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(err) => {
@@ -412,7 +421,7 @@ fn print_records(loaded: &mut Loaded, compiled: &Compiled, output: &mut Output, 
             break;
         };
         output.line.clear();
-        let record = runtime::render_record(&compiled.outputs, &item, &mut output.line);
+        let record = runtime::render_record(&compiled.outputs, &item, &mut output.line, &loaded.symbols);
         let length = item.len();
         drop(item);
         match record {

@@ -38,6 +38,11 @@ pub fn script_map_name(index: usize) -> String {
     format!("map_{index}")
 }
 
+/// The ELF name of stack trace map number `index`.
+pub fn stack_map_name(index: usize) -> String {
+    format!("stack_{index}")
+}
+
 /// Settings for one compilation.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -92,6 +97,9 @@ pub struct Compiled {
     pub maps: Vec<MapSpec>,
     /// Entries per script map.
     pub map_size: u32,
+    /// The stack trace maps that `kstack` and `ustack` map keys refer to:
+    /// `(user, frames)` each; map `i` is named [`stack_map_name`]`(i)`.
+    pub stack_maps: Vec<(bool, u32)>,
     /// Contents of the names map: for each kprobe.multi cookie `c`, the
     /// function's name at `2 * c` and the probe's name at `2 * c + 1`.
     pub function_names: Vec<String>,
@@ -113,6 +121,7 @@ impl Compiled {
             .map(|name| (*name).to_owned())
             .collect();
         names.extend((0..self.maps.len()).map(script_map_name));
+        names.extend((0..self.stack_maps.len()).map(stack_map_name));
         names
     }
 
@@ -338,6 +347,16 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             flags: 0,
         });
     }
+    for (index, &(_, frames)) in maps.stack_maps().iter().enumerate() {
+        map_defs.push(MapDef {
+            name: stack_map_name(index),
+            map_type: MapType::StackTrace,
+            key_size: 4,
+            value_size: frames * 8,
+            max_entries: options.map_size,
+            flags: 0,
+        });
+    }
     let object = elf::write_object(&code, &map_defs)
         .map_err(|err| vec![Diagnostic::error(program.span, err.to_string())])?;
     Ok(Compiled {
@@ -346,6 +365,7 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
         outputs,
         maps: maps.maps().iter().map(|decl| decl.spec.clone()).collect(),
         map_size: options.map_size,
+        stack_maps: maps.stack_maps().to_vec(),
         function_names,
         name_size,
         strict: options.strict,

@@ -31,6 +31,11 @@ pub struct Environment {
     /// The entry address that `--address` picked, for functions that
     /// share a name.
     pub function_address: Option<u64>,
+    /// The process that `-p` names: uprobes fire only in it, and a
+    /// library name is looked up in its mappings first.
+    pub target_pid: Option<u32>,
+    /// Attaches uretprobes to Go programs, which can crash them.
+    pub allow_go_uretprobe: bool,
 }
 
 impl Environment {
@@ -62,6 +67,8 @@ impl Environment {
             kprobe_multi_probe: Box::new(crate::kprobe_link::multi_supported),
             module_btf: RefCell::new(HashMap::new()),
             function_address: None,
+            target_pid: None,
+            allow_go_uretprobe: false,
         }
     }
 
@@ -84,6 +91,8 @@ impl Environment {
             kprobe_multi_probe: Box::new(|| false),
             module_btf: RefCell::new(HashMap::new()),
             function_address: None,
+            target_pid: None,
+            allow_go_uretprobe: false,
         }
     }
 

@@ -34,8 +34,10 @@ impl Conversion {
         matches!(self.kind, 'd' | 'i' | 'u' | 'x' | 'X' | 'o' | 'c' | 'p')
     }
 
+    /// Tells whether the conversion takes a string: `%s`, or `%r` for the
+    /// bytes of `buf()`.
     pub fn takes_string(&self) -> bool {
-        self.kind == 's'
+        matches!(self.kind, 's' | 'r')
     }
 }
 
@@ -47,7 +49,7 @@ pub struct FormatError {
 }
 
 /// The conversion characters `printf` accepts.
-pub const CONVERSIONS: &str = "d i u x X o s c p %";
+pub const CONVERSIONS: &str = "d i u x X o s r c p %";
 
 /// Parses a format string (escape sequences already decoded).
 pub fn parse(format: &str) -> Result<Vec<Segment>, FormatError> {

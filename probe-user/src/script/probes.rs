@@ -52,6 +52,16 @@ pub enum ProbeKind {
     /// `lsm:HOOK`: a BPF LSM program on the hook's `bpf_lsm_HOOK` function,
     /// which may deny the operation with `deny()`.
     Lsm { hook: String },
+    /// `uprobe:` and `uretprobe:` on a user-space function. The kernel
+    /// attaches at `offset` in the file at `path`; `pid` limits the probe
+    /// to one process (`-p`). `name` is the function as written.
+    Uprobe {
+        path: String,
+        offset: u64,
+        name: String,
+        ret: bool,
+        pid: Option<u32>,
+    },
 }
 
 impl ProbeKind {
@@ -69,6 +79,8 @@ impl ProbeKind {
             ProbeKind::RawTracepoint { .. } => format!("raw_tracepoint/{symbol}"),
             ProbeKind::Interval { .. } | ProbeKind::Profile { .. } => format!("perf_event/{symbol}"),
             ProbeKind::Lsm { .. } => format!("lsm/{symbol}"),
+            ProbeKind::Uprobe { ret: false, .. } => format!("uprobe/{symbol}"),
+            ProbeKind::Uprobe { ret: true, .. } => format!("uretprobe/{symbol}"),
         }
     }
 
@@ -89,6 +101,9 @@ impl ProbeKind {
             ProbeKind::Interval { text, .. } => format!("interval:{text}"),
             ProbeKind::Profile { text, .. } => format!("profile:{text}"),
             ProbeKind::Lsm { hook } => format!("lsm:{hook}"),
+            ProbeKind::Uprobe { path, name, ret, .. } => {
+                format!("{}:{path}:{name}", if *ret { "uretprobe" } else { "uprobe" })
+            }
         }
     }
 
@@ -107,7 +122,10 @@ impl ProbeKind {
     pub fn is_return(&self) -> bool {
         matches!(
             self,
-            ProbeKind::Kretprobe { .. } | ProbeKind::Fexit { .. } | ProbeKind::KprobeMulti { ret: true, .. }
+            ProbeKind::Kretprobe { .. }
+                | ProbeKind::Fexit { .. }
+                | ProbeKind::KprobeMulti { ret: true, .. }
+                | ProbeKind::Uprobe { ret: true, .. }
         )
     }
 }
@@ -201,7 +219,7 @@ impl ResolvedProbe {
 }
 
 /// Attach-point providers the compiler supports today.
-const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval, profile and lsm";
+const SUPPORTED: &str = "BEGIN, END, kprobe, kretprobe, uprobe, uretprobe, fentry (kfunc), fexit (kretfunc), tracepoint (t), rawtracepoint (rt), interval, profile and lsm";
 
 /// Resolves one attach point against the kernel's symbols, BTF and
 /// tracepoints. A probe on several kernel functions may become several
@@ -308,6 +326,9 @@ fn resolve_one(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
             Ok(ResolvedProbe::new(kind, ArgSource::None))
         }
         (Provider::Lsm, AttachTarget::Lsm { hook }) => resolve_lsm(&hook.text, hook.span, env),
+        (Provider::Uprobe | Provider::Uretprobe, AttachTarget::Uprobe { binary, language, location }) => {
+            resolve_uprobe(point, binary.as_ref(), language.as_ref(), location, env)
+        }
         (provider, _) => Err(Diagnostic::error(
             point.span,
             format!("`{}` probes are not supported yet", provider.name()),
@@ -339,6 +360,75 @@ fn resolve_lsm(hook: &str, span: super::span::Span, env: &Environment) -> Result
         ProbeKind::Lsm { hook: hook.to_owned() },
         ArgSource::Trampoline(Rc::new(signature)),
     ))
+}
+
+/// Resolves `uprobe:BINARY:FUNCTION[+OFFSET]` and `uprobe:BINARY:ADDRESS`
+/// (and `uretprobe:`) to a file and an offset in it. Without a binary,
+/// `-p PID` names the process's executable.
+fn resolve_uprobe(
+    point: &AttachPoint,
+    binary: Option<&super::ast::Name>,
+    language: Option<&super::ast::Name>,
+    location: &Location,
+    env: &Environment,
+) -> Result<ResolvedProbe, Diagnostic> {
+    use crate::uprobe::{self, UserLocation};
+
+    let ret = point.provider == Provider::Uretprobe;
+    if let Some(language) = language {
+        return Err(Diagnostic::error(language.span, format!("`{}` names are not supported yet", language.text))
+            .with_hint("give the mangled symbol name instead"));
+    }
+    let path = match (binary, env.target_pid) {
+        (Some(binary), _) => uprobe::resolve_binary(&binary.text, env.target_pid)
+            .map_err(|err| target_diagnostic(err, binary.span))?,
+        (None, Some(pid)) => std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|err| {
+            Diagnostic::error(point.span, format!("cannot find the executable of process {pid}: {err}"))
+        })?,
+        (None, None) => {
+            return Err(Diagnostic::error(point.span, "the uprobe names no binary")
+                .with_hint("write `uprobe:BINARY:FUNCTION`, or give -p PID to probe that process's executable"));
+        }
+    };
+    let (user_location, span) = match location {
+        Location::Symbol { name, offset } => {
+            if name.text.contains(['*', '?']) {
+                return Err(Diagnostic::error(name.span, format!("wildcards (`{}`) in uprobes are not supported yet", name.text))
+                    .with_hint("name one function per attach point; several attach points may share a block"));
+            }
+            let offset = offset.as_ref().map_or(0, |number| number.value);
+            (UserLocation::Symbol { name: name.text.clone(), offset }, name.span)
+        }
+        Location::Address(number) => (UserLocation::Address(number.value), number.span),
+    };
+    let target = uprobe::resolve_location(&path, &user_location).map_err(|err| target_diagnostic(err, span))?;
+    if ret && target.go && !env.allow_go_uretprobe {
+        return Err(Diagnostic::error(
+            point.span,
+            format!("`{}` is a Go program, and a uretprobe can crash it", path.display()),
+        )
+        .with_hint("Go moves goroutine stacks, which breaks the return address a uretprobe plants; trace the returns with uprobes on the function's `RET` instructions, or pass --unsafe-go-uretprobe to attach anyway"));
+    }
+    let mut probe = ResolvedProbe::new(
+        ProbeKind::Uprobe {
+            path: target.path.display().to_string(),
+            offset: target.file_offset,
+            name: target.name,
+            ret,
+            pid: env.target_pid,
+        },
+        ArgSource::Registers(None),
+    );
+    probe.untyped_reason = Some("user-space functions have no BTF prototypes here: use arg0 ... arg5".into());
+    Ok(probe)
+}
+
+fn target_diagnostic(err: crate::uprobe::TargetError, span: Span) -> Diagnostic {
+    let diagnostic = Diagnostic::error(span, err.message);
+    match err.hint {
+        Some(hint) => diagnostic.with_hint(hint),
+        None => diagnostic,
+    }
 }
 
 fn check_plain_name(name: &str, span: super::span::Span) -> Result<(), Diagnostic> {

@@ -94,6 +94,9 @@ pub enum KeyPartType {
     Int { bytes: u8, signed: bool },
     /// A string buffer of `len` bytes, such as `comm` (16).
     Str { len: usize },
+    /// Raw bytes that user space renders with what only it has: symbol
+    /// tables and the stack trace maps.
+    Special(Special),
 }
 
 impl KeyPartType {
@@ -103,6 +106,40 @@ impl KeyPartType {
         match *self {
             KeyPartType::Int { .. } => 8,
             KeyPartType::Str { len } => len.next_multiple_of(8),
+            KeyPartType::Special(special) => special.size(),
+        }
+    }
+}
+
+/// A value kept as raw bytes in the kernel and rendered as text in user
+/// space. Layouts, all little-endian:
+///
+/// - `Kstack`: the stack id (i64) that `bpf_get_stackid` returned for
+///   stack trace map number `map`, negative on failure;
+/// - `Ustack`: the stack id (i64), then the process id (u64);
+/// - `Ksym`: a kernel address (u64);
+/// - `Usym`: a user address (u64), then the process id (u64);
+/// - `Inet`: the address family (u64), then 16 address bytes in network
+///   order (4 used for IPv4);
+/// - `Buf`: the byte count (u64), then `len` bytes padded to 8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Special {
+    Kstack { frames: u8, map: u16 },
+    Ustack { frames: u8, map: u16 },
+    Ksym,
+    Usym,
+    Inet,
+    Buf { len: u16 },
+}
+
+impl Special {
+    /// Size of the bytes, a multiple of 8.
+    pub fn size(&self) -> usize {
+        match *self {
+            Special::Kstack { .. } | Special::Ksym => 8,
+            Special::Ustack { .. } | Special::Usym => 16,
+            Special::Inet => 24,
+            Special::Buf { len } => 8 + usize::from(len).next_multiple_of(8),
         }
     }
 }
@@ -171,6 +208,9 @@ pub enum KeyPart {
     Int(i64),
     Uint(u64),
     Str(String),
+    /// The bytes of a [`Special`] part, until user space renders them
+    /// into a `Str`.
+    Raw(Special, Vec<u8>),
 }
 
 /// A decoded key. Keys order as bpftrace orders them when it sorts by key:
@@ -184,6 +224,7 @@ impl KeyPart {
         match self {
             KeyPart::Int(_) | KeyPart::Uint(_) => 0,
             KeyPart::Str(_) => 1,
+            KeyPart::Raw(..) => 2,
         }
     }
 
@@ -192,7 +233,7 @@ impl KeyPart {
         match self {
             KeyPart::Int(value) => Some(*value as u64),
             KeyPart::Uint(value) => Some(*value),
-            KeyPart::Str(_) => None,
+            KeyPart::Str(_) | KeyPart::Raw(..) => None,
         }
     }
 }
@@ -205,6 +246,7 @@ impl Ord for KeyPart {
             (KeyPart::Uint(a), KeyPart::Int(b)) => a.cmp(&(*b as u64)),
             (KeyPart::Uint(a), KeyPart::Uint(b)) => a.cmp(b),
             (KeyPart::Str(a), KeyPart::Str(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (KeyPart::Raw(_, a), KeyPart::Raw(_, b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -386,6 +428,7 @@ impl MapSpec {
                     }
                 }
                 KeyPartType::Str { len } => KeyPart::Str(read_c_string(&field[..len])),
+                KeyPartType::Special(special) => KeyPart::Raw(special, field.to_vec()),
             };
             parts.push(part);
             offset += size;

@@ -84,6 +84,7 @@ pub(super) fn format_key_part(part: &KeyPart) -> String {
         KeyPart::Int(value) => value.to_string(),
         KeyPart::Uint(value) => value.to_string(),
         KeyPart::Str(text) => text.clone(),
+        KeyPart::Raw(_, bytes) => bytes.iter().map(|byte| format!("{byte:02x}")).collect(),
     }
 }
 

@@ -24,15 +24,17 @@ const PT_REGS_RAX: i16 = 80;
 
 /// Builtins that a later version will support, with what they do.
 const PLANNED_BUILTINS: &[&str] = &[
-    "kstack", "ustack", "curtask", "cgroup", "rand", "username", "jiffies",
+    "curtask", "cgroup", "rand", "username", "jiffies",
 ];
 
 const BUILTINS: &[&str] = &[
     "pid", "tid", "uid", "gid", "cpu", "comm", "nsecs", "elapsed", "func", "probe", "args",
-    "retval", "cpid", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5",
+    "retval", "cpid", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "kstack", "ustack",
 ];
 
-const FUNCTIONS: &[&str] = &["printf", "print", "exit", "str", "deny"];
+const FUNCTIONS: &[&str] = &[
+    "printf", "print", "exit", "str", "deny", "kstack", "ustack", "ksym", "usym", "kaddr", "ntop", "buf",
+];
 
 impl Codegen<'_> {
     /// Translates an expression to a value.
@@ -219,11 +221,13 @@ impl Codegen<'_> {
                 Ok(self.multi_probe_name(name == "probe"))
             }
             "func" | "probe" => {
-                let text = if name == "func" {
+                let text = if let (ProbeKind::Uprobe { name: function, .. }, "func") = (&self.probe.kind, name) {
+                    function.clone()
+                } else if name == "func" {
                     let Some(function) = self.probe.kind.function() else {
                         return Err(self.error(Diagnostic::error(
                             span,
-                            format!("`func` is only available in probes on kernel functions, not in {}", self.probe.kind.display_name()),
+                            format!("`func` is only available in probes on functions, not in {}", self.probe.kind.display_name()),
                         )));
                     };
                     // `MODULE:FUNC` names the function `FUNC`.
@@ -261,6 +265,8 @@ impl Codegen<'_> {
                 .with_hint("`args` works in tracepoint, kprobe, kretprobe, fentry and fexit probes"))),
             },
             "retval" => self.retval(span),
+            "kstack" => self.stack(false, &[], span),
+            "ustack" => self.stack(true, &[], span),
             _ if name.len() == 4 && name.starts_with("arg") && name.as_bytes()[3].is_ascii_digit() => {
                 let index = u32::from(name.as_bytes()[3] - b'0');
                 self.raw_arg(index, span)
@@ -288,6 +294,7 @@ impl Codegen<'_> {
         let function = match &self.probe.kind {
             ProbeKind::Kretprobe { function, .. } => Some(function.clone()),
             ProbeKind::KprobeMulti { pattern, ret: true, .. } => Some(pattern.clone()),
+            ProbeKind::Uprobe { name, ret: true, .. } => Some(name.clone()),
             _ => None,
         };
         if let Some(function) = function {
@@ -331,7 +338,10 @@ impl Codegen<'_> {
 
     fn retval(&mut self, span: Span) -> Result<Val> {
         let (offset, return_type) = match (&self.probe.kind, &self.probe.args) {
-            (ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. }, ArgSource::Registers(signature)) => {
+            (
+                ProbeKind::Kretprobe { .. } | ProbeKind::KprobeMulti { ret: true, .. } | ProbeKind::Uprobe { ret: true, .. },
+                ArgSource::Registers(signature),
+            ) => {
                 (PT_REGS_RAX, signature.as_ref().map(|s| s.return_type))
             }
             (ProbeKind::Fexit { .. }, ArgSource::Trampoline(signature)) => {
@@ -342,7 +352,7 @@ impl Codegen<'_> {
                     span,
                     format!("`retval` is not available in {}", self.probe.kind.display_name()),
                 )
-                .with_hint("use it in a kretprobe or fexit probe")));
+                .with_hint("use it in a kretprobe, uretprobe or fexit probe")));
             }
         };
         if return_type == Some(0) {

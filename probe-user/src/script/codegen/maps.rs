@@ -42,6 +42,8 @@ const EEXIST: i32 = -17;
 #[derive(Clone, Debug, Default)]
 pub struct MapTable {
     maps: Vec<MapDecl>,
+    /// Stack trace maps, one per kind and frame limit: `(user, frames)`.
+    stacks: Vec<(bool, u32)>,
     by_name: HashMap<String, usize>,
     /// Set during the first code generation pass, which only collects
     /// declarations: a read of a map not declared yet then yields 0, so
@@ -74,6 +76,27 @@ impl MapTable {
         MapRef(FIRST_SCRIPT_MAP + index as u32)
     }
 
+    /// Returns the index of the stack trace map for `user` stacks of up
+    /// to `frames` frames, adding it on first use.
+    pub fn stack_map(&mut self, user: bool, frames: u32) -> usize {
+        if let Some(index) = self.stacks.iter().position(|&kind| kind == (user, frames)) {
+            return index;
+        }
+        self.stacks.push((user, frames));
+        self.stacks.len() - 1
+    }
+
+    /// Returns the stack trace maps: `(user, frames)` each.
+    pub fn stack_maps(&self) -> &[(bool, u32)] {
+        &self.stacks
+    }
+
+    /// Returns the `MapRef` of stack trace map `index`, which follows the
+    /// `script_maps` script maps.
+    pub fn stack_map_ref(script_maps: usize, index: usize) -> MapRef {
+        MapRef(FIRST_SCRIPT_MAP + (script_maps + index) as u32)
+    }
+
     /// Returns the largest value slot of any map, which sizes the zero map.
     pub fn largest_value(&self) -> usize {
         self.maps
@@ -102,6 +125,8 @@ pub fn display_name(name: &str) -> String {
 enum KeyPiece {
     Int(VReg),
     Str(Slot, u32),
+    /// Bytes copied as they are.
+    Raw(Slot, u32),
 }
 
 impl Codegen<'_> {
@@ -117,6 +142,11 @@ impl Codegen<'_> {
                     let (slot, len) = self.string_value(other, key.span)?;
                     (KeyPiece::Str(slot, len), KeyPartType::Str { len: len as usize })
                 }
+                Val::Stack { user, frames } => match self.stack_id(user, frames) {
+                    Val::Special { slot, special } => (KeyPiece::Raw(slot, special.size() as u32), KeyPartType::Special(special)),
+                    _ => unreachable!("stack_id returns a special value"),
+                },
+                Val::Special { slot, special } => (KeyPiece::Raw(slot, special.size() as u32), KeyPartType::Special(special)),
                 other => {
                     let description = self.describe(&other);
                     return Err(self.error(Diagnostic::error(key.span, format!("a map key cannot be {description}"))
@@ -146,10 +176,11 @@ impl Codegen<'_> {
                 ));
             }
             for (part, (declared, used)) in decl.spec.key.iter().zip(&key).enumerate() {
-                let compatible = matches!(
-                    (declared, used),
-                    (KeyPartType::Int { .. }, KeyPartType::Int { .. }) | (KeyPartType::Str { .. }, KeyPartType::Str { .. })
-                );
+                let compatible = match (declared, used) {
+                    (KeyPartType::Int { .. }, KeyPartType::Int { .. }) | (KeyPartType::Str { .. }, KeyPartType::Str { .. }) => true,
+                    (KeyPartType::Special(a), KeyPartType::Special(b)) => a == b,
+                    _ => false,
+                };
                 if !compatible {
                     return Err(self.error(
                         Diagnostic::error(access.keys.get(part).map_or(access.span, |k| k.span), format!(
@@ -220,7 +251,14 @@ impl Codegen<'_> {
                         self.f.push(Inst::StoreStack { size: Size::B, slot, off: (offset + target_len - 1) as i16, src: Value::Imm(0) });
                     }
                 }
-                (KeyPiece::Str(..), KeyPartType::Int { .. }) => {}
+                (KeyPiece::Raw(source, len), _) => {
+                    for (piece_offset, piece_size) in super::strings::pieces(len.min(part.size() as u32)) {
+                        let value = self.f.vreg();
+                        self.f.push(Inst::LoadStack { size: piece_size, dst: value, slot: source, off: piece_offset as i16 });
+                        self.f.push(Inst::StoreStack { size: piece_size, slot, off: (offset + piece_offset) as i16, src: value.into() });
+                    }
+                }
+                (KeyPiece::Str(..), _) => {}
             }
             offset += part.size() as u32;
         }
@@ -725,6 +763,7 @@ fn part_description(part: &KeyPartType) -> &'static str {
     match part {
         KeyPartType::Int { .. } => "an integer",
         KeyPartType::Str { .. } => "a string",
+        KeyPartType::Special(special) => super::special_description(special),
     }
 }
 

@@ -10,6 +10,7 @@ mod expr;
 mod lsm;
 pub mod maps;
 mod output;
+mod special;
 mod strings;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use super::{
 };
 
 pub use maps::MapTable;
-pub use output::{ArgSpec, MapAction, OutputSpec};
+pub use output::{ArgSpec, MapAction, OutputSpec, Symbols, TRUNCATION_MARK};
 
 /// The ring buffer that carries `printf`, `print` and `exit` records.
 pub const EVENTS_MAP: MapRef = MapRef(0);
@@ -56,6 +57,8 @@ pub mod helper {
     pub const GET_CURRENT_PID_TGID: i32 = 14;
     pub const GET_CURRENT_UID_GID: i32 = 15;
     pub const GET_CURRENT_COMM: i32 = 16;
+    pub const GET_STACKID: i32 = 27;
+    pub const GET_STACK: i32 = 67;
     pub const PROBE_READ_USER: i32 = 112;
     pub const PROBE_READ_KERNEL: i32 = 113;
     pub const PROBE_READ_USER_STR: i32 = 114;
@@ -120,6 +123,13 @@ pub(crate) enum Val {
     Lit(Vec<u8>),
     /// A struct, union or array in kernel or user memory, not read yet.
     Mem { addr: VReg, type_id: u32, user: bool },
+    /// `kstack` or `ustack` with a frame limit, collected where it is
+    /// used: into the record by `printf` and `print`, as a stack id in a
+    /// map key.
+    Stack { user: bool, frames: u32 },
+    /// Bytes that user space renders (a symbol, an address, a buffer), in
+    /// a stack slot.
+    Special { slot: Slot, special: crate::script::aggregate::Special },
     /// The `args` builtin itself.
     Args,
     /// The result of a call that returns nothing.
@@ -252,6 +262,12 @@ impl Codegen<'_> {
     /// module function, the kernel's otherwise.
     pub(crate) fn btf(&self) -> Option<std::rc::Rc<crate::btf::Btf>> {
         self.probe.module_btf.clone().or_else(|| self.env.btf())
+    }
+
+    /// Tells whether the probe runs on a user-space function, whose
+    /// untyped pointers point to user memory.
+    pub(crate) fn in_user_space(&self) -> bool {
+        matches!(self.probe.kind, super::probes::ProbeKind::Uprobe { .. })
     }
 
     pub(crate) fn error(&mut self, diagnostic: Diagnostic) -> Reported {
@@ -548,6 +564,9 @@ impl Codegen<'_> {
                 Some(btf) => format!("a `{}` value", btf.type_name(*type_id)),
                 None => "a struct value".into(),
             },
+            Val::Stack { user: false, .. } => "a kernel stack".into(),
+            Val::Stack { user: true, .. } => "a user stack".into(),
+            Val::Special { special, .. } => special_description(special).into(),
             Val::Args => "`args`".into(),
             Val::Void => "nothing (the call returns no value)".into(),
         }
@@ -560,6 +579,18 @@ pub(crate) fn unassigned_variable(name: &str, span: Span) -> Diagnostic {
         "a `$variable` lives for one run of one probe: assign it earlier in this probe, \
          or share a value between probes with a map (`@name`)",
     )
+}
+
+fn special_description(special: &crate::script::aggregate::Special) -> &'static str {
+    use crate::script::aggregate::Special;
+    match special {
+        Special::Kstack { .. } => "a kernel stack",
+        Special::Ustack { .. } => "a user stack",
+        Special::Ksym => "a kernel symbol (ksym)",
+        Special::Usym => "a user symbol (usym)",
+        Special::Inet => "an IP address (ntop)",
+        Special::Buf { .. } => "a byte buffer (buf)",
+    }
 }
 
 fn variable_description(variable: &Variable) -> &'static str {

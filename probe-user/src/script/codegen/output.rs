@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     script::{
+        aggregate::Special,
         ast::{Expr, ExprKind, Name},
         diagnostic::Diagnostic,
         insn::{AluOp, JmpOp, Size},
@@ -54,12 +55,35 @@ pub enum MapAction {
 pub enum ArgSpec {
     Int { offset: u32, ty: IntTy },
     Str { offset: u32, len: u32 },
+    /// A string that `str(pointer, chars)` read straight into the record,
+    /// in a buffer of `chars + 2` bytes: a string longer than `chars`
+    /// fills the extra byte and prints cut, with `...` after it.
+    CappedStr { offset: u32, chars: u32 },
+    /// A stack from `bpf_get_stack`: the byte count (i64), the process
+    /// id (u64), then up to `frames` addresses.
+    Stack { offset: u32, user: bool, frames: u32 },
+    /// Bytes that user space renders, laid out as [`Special`] describes.
+    Special { offset: u32, special: Special },
     Const(Arg),
 }
 
+/// Renders what only user space can: stacks and symbols. The runtime
+/// implements it with kallsyms, the stack trace maps and the traced
+/// processes' ELF files.
+pub trait Symbols {
+    /// Formats stack frames as bpftrace does: a newline, then one
+    /// indented `symbol+offset` line per frame.
+    fn stack(&self, user: bool, pid: u32, addresses: &[u64]) -> String;
+    /// Formats the bytes of a special value.
+    fn special(&self, special: Special, bytes: &[u8]) -> String;
+}
+
+/// Marks a string that `str()` cut at its length.
+pub const TRUNCATION_MARK: &str = "...";
+
 impl OutputSpec {
     /// Renders a record of this kind. Returns `None` for `exit`.
-    pub fn render(&self, record: &[u8], out: &mut String) -> Option<()> {
+    pub fn render(&self, record: &[u8], out: &mut String, symbols: &dyn Symbols) -> Option<()> {
         let OutputSpec::Printf { segments, args } = self else {
             return None;
         };
@@ -81,6 +105,36 @@ impl OutputSpec {
                     let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                     Arg::Str(String::from_utf8_lossy(&bytes[..text_end]).into_owned())
                 }
+                ArgSpec::CappedStr { offset, chars } => {
+                    let start = (*offset as usize).min(record.len());
+                    let end = (start + *chars as usize + 2).min(record.len());
+                    let bytes = &record[start..end];
+                    let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                    let mut text = String::from_utf8_lossy(&bytes[..text_end.min(*chars as usize)]).into_owned();
+                    if text_end > *chars as usize {
+                        text.push_str(TRUNCATION_MARK);
+                    }
+                    Arg::Str(text)
+                }
+                ArgSpec::Stack { offset, user, frames } => {
+                    let start = (*offset as usize).min(record.len());
+                    let end = (start + 16 + *frames as usize * 8).min(record.len());
+                    let bytes = &record[start..end];
+                    let word = |index: usize| {
+                        bytes
+                            .get(index * 8..index * 8 + 8)
+                            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    };
+                    let written = word(0) as i64;
+                    let count = if written > 0 { (written as usize / 8).min(*frames as usize) } else { 0 };
+                    let addresses: Vec<u64> = (0..count).map(|index| word(index + 2)).collect();
+                    Arg::Str(symbols.stack(*user, word(1) as u32, &addresses))
+                }
+                ArgSpec::Special { offset, special } => {
+                    let start = (*offset as usize).min(record.len());
+                    let end = (start + special.size()).min(record.len());
+                    Arg::Str(symbols.special(*special, &record[start..end]))
+                }
                 ArgSpec::Const(arg) => arg.clone(),
             })
             .collect();
@@ -94,10 +148,14 @@ enum Part {
     Int(VReg, IntTy),
     Str(Slot, u32),
     Const(Arg),
+    /// `str(address, chars)`, read straight into the record.
+    ReadStr { address: VReg, user: bool, chars: u32 },
+    Stack { user: bool, frames: u32 },
+    Special(Slot, Special),
 }
 
 const PLANNED_FUNCTIONS: &[&str] = &[
-    "has_key", "len", "kstack", "ustack", "ksym", "usym", "kaddr", "uaddr", "ntop", "buf", "join", "system",
+    "has_key", "len", "uaddr", "join", "system",
     "cat", "signal", "override", "time", "strftime", "reg", "cgroupid", "macaddr",
 ];
 
@@ -120,6 +178,13 @@ impl Codegen<'_> {
                 Ok(Val::Void)
             }
             "str" => self.str_call(args, span),
+            "kstack" => self.stack(false, args, span),
+            "ustack" => self.stack(true, args, span),
+            "ksym" => self.symbol(false, args, span),
+            "usym" => self.symbol(true, args, span),
+            "kaddr" => self.kaddr(args, span),
+            "ntop" => self.ntop(args, span),
+            "buf" => self.buf(args, span),
             "deny" => self.deny(args, span),
             "delete" => self.delete(args, span),
             "clear" | "zero" => {
@@ -244,9 +309,32 @@ impl Codegen<'_> {
     }
 
     fn printf_part(&mut self, conversion: &Conversion, expr: &Expr) -> Result<Part> {
-        let value = self.expr(expr)?;
+        let value = match &expr.kind {
+            ExprKind::Call { name, args } if name.text == "str" && conversion.kind == 's' => {
+                match self.str_for_record(args, expr.span)? {
+                    Ok((address, user, chars)) => return Ok(Part::ReadStr { address, user, chars }),
+                    Err(value) => value,
+                }
+            }
+            _ => self.expr(expr)?,
+        };
+        if conversion.kind == 'r' {
+            return match value {
+                Val::Special { slot, special: special @ Special::Buf { .. } } => Ok(Part::Special(slot, special)),
+                other => {
+                    let description = self.describe(&other);
+                    Err(self.error(Diagnostic::error(expr.span, format!("`%r` needs a buf() value, found {description}"))
+                        .with_hint("`%r` prints the bytes of buf(pointer, length); print strings with `%s`")))
+                }
+            };
+        }
         if conversion.takes_string() {
             return match value {
+                Val::Stack { user, frames } => Ok(Part::Stack { user, frames }),
+                Val::Special { special: Special::Buf { .. }, .. } => Err(self.error(
+                    Diagnostic::error(expr.span, "`%s` cannot print a buf() value").with_hint("print it with `%r`"),
+                )),
+                Val::Special { slot, special } => Ok(Part::Special(slot, special)),
                 Val::Lit(bytes) => Ok(Part::Const(Arg::Str(String::from_utf8_lossy(&bytes).into_owned()))),
                 Val::Int { .. } | Val::Ptr { .. } => {
                     let description = self.describe(&value);
@@ -297,6 +385,9 @@ impl Codegen<'_> {
         let value_span = value.span;
         let value = self.expr(value)?;
         let (kind, part) = match value {
+            Val::Stack { user, frames } => ('s', Part::Stack { user, frames }),
+            Val::Special { slot, special: special @ Special::Buf { .. } } => ('r', Part::Special(slot, special)),
+            Val::Special { slot, special } => ('s', Part::Special(slot, special)),
             Val::Int { reg, ty } => (if ty.signed { 'd' } else { 'u' }, Part::Int(reg, ty)),
             Val::Ptr { reg, .. } => ('p', Part::Int(reg, IntTy::U64)),
             Val::Lit(bytes) => ('s', Part::Const(Arg::Str(String::from_utf8_lossy(&bytes).into_owned()))),
@@ -352,6 +443,25 @@ impl Codegen<'_> {
                 spec
             }
             Part::Const(arg) => ArgSpec::Const(arg),
+            Part::ReadStr { address, user, chars } => {
+                let len = chars + 2;
+                self.read_string_to_record(record.pointer, *offset, address, user, len);
+                let spec = ArgSpec::CappedStr { offset: *offset, chars };
+                *offset += len.div_ceil(8) * 8;
+                spec
+            }
+            Part::Stack { user, frames } => {
+                self.write_stack(record.pointer, *offset, user, frames);
+                let spec = ArgSpec::Stack { offset: *offset, user, frames };
+                *offset += 16 + frames * 8;
+                spec
+            }
+            Part::Special(slot, special) => {
+                self.store_string(record.pointer, *offset, slot, special.size() as u32);
+                let spec = ArgSpec::Special { offset: *offset, special };
+                *offset += special.size() as u32;
+                spec
+            }
         }
     }
 
@@ -404,6 +514,32 @@ struct Reservation {
 mod tests {
     use super::*;
 
+    struct NoSymbols;
+
+    impl Symbols for NoSymbols {
+        fn stack(&self, _user: bool, _pid: u32, addresses: &[u64]) -> String {
+            addresses.iter().map(|address| format!("{address:x};")).collect()
+        }
+
+        fn special(&self, _special: Special, bytes: &[u8]) -> String {
+            format!("{} bytes", bytes.len())
+        }
+    }
+
+    #[test]
+    fn capped_string_marks_cut() {
+        let spec = OutputSpec::Printf {
+            segments: printf::parse("%s|%s").unwrap(),
+            args: vec![ArgSpec::CappedStr { offset: 8, chars: 3 }, ArgSpec::CappedStr { offset: 16, chars: 3 }],
+        };
+        let mut record = vec![0u8; 24];
+        record[8..12].copy_from_slice(b"abcd");
+        record[16..19].copy_from_slice(b"abc");
+        let mut out = String::new();
+        spec.render(&record, &mut out, &NoSymbols).expect("printf renders");
+        assert_eq!(out, "abc...|abc");
+    }
+
     #[test]
     fn renders_record() {
         let spec = OutputSpec::Printf {
@@ -418,8 +554,8 @@ mod tests {
         record[8..11].copy_from_slice(b"cat");
         record[24..32].copy_from_slice(&(-2i64).to_le_bytes());
         let mut out = String::new();
-        spec.render(&record, &mut out).expect("printf renders");
+        spec.render(&record, &mut out, &NoSymbols).expect("printf renders");
         assert_eq!(out, "cat -2 do_sys_openat2\n");
-        assert!(OutputSpec::Exit.render(&record, &mut out).is_none());
+        assert!(OutputSpec::Exit.render(&record, &mut out, &NoSymbols).is_none());
     }
 }

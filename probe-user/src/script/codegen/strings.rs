@@ -5,12 +5,18 @@
 //! store or the zeroing at program start), which the verifier checks.
 
 use super::{Codegen, Result, Val, helper};
+
+/// Most characters `str()` reads into a `printf` or `print` record.
+pub const MAX_PRINTED_STRLEN: u32 = 4095;
+/// Most characters of a string kept on the 512-byte BPF stack: in a
+/// variable, a map key or value, or a comparison.
+pub const MAX_STACK_STRLEN: u32 = 200;
 use crate::{
     btf::Kind,
     script::{
         ast::{Expr, ExprKind},
         diagnostic::Diagnostic,
-        insn::{JmpOp, Size},
+        insn::{AluOp, JmpOp, Size},
         ir::{Inst, Label, Slot, VReg, Value},
         span::Span,
     },
@@ -128,24 +134,91 @@ impl Codegen<'_> {
         self.f.push(Inst::Label(done));
     }
 
-    /// `str(pointer [, length])`.
-    pub(crate) fn str_call(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+    /// Returns the character count that `str()`'s arguments ask for: the
+    /// literal length, at most `max` characters, or the default length.
+    fn str_length(&mut self, args: &[Expr], span: Span, max: u32, where_: &str) -> Result<u32> {
         if args.is_empty() || args.len() > 2 {
             return Err(self.error(Diagnostic::error(span, format!("str() takes 1 or 2 arguments, got {}", args.len()))
                 .with_hint("str(pointer) or str(pointer, length)")));
         }
-        let max = self.options.max_strlen;
-        let mut len = max;
-        if let Some(length) = args.get(1) {
-            let ExprKind::Integer(literal) = &length.kind else {
-                return Err(self.error(Diagnostic::error(length.span, "the length of str() must be an integer literal")));
-            };
-            if literal.value == 0 {
-                return Err(self.error(Diagnostic::error(length.span, "the length of str() must be at least 1")));
-            }
-            // The buffer holds the characters and the terminating NUL.
-            len = u32::try_from(literal.value.saturating_add(1)).unwrap_or(u32::MAX).min(max);
+        let Some(length) = args.get(1) else {
+            return Ok(self.options.max_strlen - 1);
+        };
+        let ExprKind::Integer(literal) = &length.kind else {
+            return Err(self.error(Diagnostic::error(length.span, "the length of str() must be an integer literal")));
+        };
+        if literal.value == 0 {
+            return Err(self.error(Diagnostic::error(length.span, "the length of str() must be at least 1")));
         }
+        if literal.value > u64::from(max) {
+            let mut diagnostic = Diagnostic::error(
+                length.span,
+                format!("str() reads at most {max} characters {where_}, not {}", literal.value),
+            );
+            if max < MAX_PRINTED_STRLEN {
+                diagnostic = diagnostic.with_hint(format!(
+                    "printf(\"%s\", str(pointer, N)) and print(str(pointer, N)) read up to {MAX_PRINTED_STRLEN} characters"
+                ));
+            }
+            return Err(self.error(diagnostic));
+        }
+        Ok(literal.value as u32)
+    }
+
+    /// `str(pointer [, length])` as a `printf` or `print` argument: reads
+    /// the string straight into the record, so that it may be longer than
+    /// the BPF stack. Returns the value instead when the argument is
+    /// already a string.
+    pub(crate) fn str_for_record(&mut self, args: &[Expr], span: Span) -> Result<std::result::Result<(VReg, bool, u32), Val>> {
+        let chars = self.str_length(args, span, MAX_PRINTED_STRLEN, "in printf")?;
+        match self.expr(&args[0])? {
+            Val::Ptr { reg, user, .. } => Ok(Ok((reg, user, chars))),
+            Val::Int { reg, .. } => Ok(Ok((reg, self.in_user_space(), chars))),
+            Val::Mem { addr, type_id, user } if self.char_array_len(type_id).is_some() => {
+                let array_len = self.char_array_len(type_id).unwrap_or(1);
+                Ok(Ok((addr, user, chars.min(array_len.max(1)))))
+            }
+            value @ (Val::Str { .. } | Val::Lit(_)) => Ok(Err(value)),
+            other => {
+                let description = self.describe(&other);
+                Err(self.error(Diagnostic::error(args[0].span, format!("str() needs a pointer, found {description}"))))
+            }
+        }
+    }
+
+    /// Reads a NUL-terminated string at `address` into a record at
+    /// `offset`, as [`Codegen::read_string_into`] does into a slot.
+    pub(crate) fn read_string_to_record(&mut self, record: VReg, offset: u32, address: VReg, user: bool, len: u32) {
+        let buffer_at = |codegen: &mut Self| {
+            let buffer = codegen.f.vreg();
+            codegen.f.push(Inst::Mov { dst: buffer, src: record.into() });
+            codegen.f.push(Inst::Alu { op: AluOp::Add, dst: buffer, src: Value::Imm(offset as i32), wide: true });
+            buffer
+        };
+        let buffer = buffer_at(self);
+        let args = vec![buffer.into(), Value::Imm(len as i32), address.into()];
+        if user {
+            self.f.push(Inst::Call { helper: helper::PROBE_READ_USER_STR, args, ret: None });
+            return;
+        }
+        let status = self.f.vreg();
+        self.f.push(Inst::Call { helper: helper::PROBE_READ_KERNEL_STR, args, ret: Some(status) });
+        let done = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Sge, lhs: status, rhs: Value::Imm(0), target: done });
+        let buffer = buffer_at(self);
+        self.f.push(Inst::Call {
+            helper: helper::PROBE_READ_USER_STR,
+            args: vec![buffer.into(), Value::Imm(len as i32), address.into()],
+            ret: None,
+        });
+        self.f.push(Inst::Label(done));
+    }
+
+    /// `str(pointer [, length])`.
+    pub(crate) fn str_call(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let chars = self.str_length(args, span, MAX_STACK_STRLEN, "outside printf and print")?;
+        // The buffer holds the characters and the terminating NUL.
+        let len = chars + 1;
         let value = self.expr(&args[0])?;
         match value {
             Val::Ptr { reg, user, .. } => {
@@ -155,7 +228,8 @@ impl Codegen<'_> {
             }
             Val::Int { reg, .. } => {
                 let slot = self.f.slot(len);
-                self.read_string_into(reg, false, slot, len);
+                let user = self.in_user_space();
+                self.read_string_into(reg, user, slot, len);
                 Ok(Val::Str { slot, len })
             }
             Val::Mem { addr, type_id, user } if self.char_array_len(type_id).is_some() => {

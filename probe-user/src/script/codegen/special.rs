@@ -1,0 +1,263 @@
+//! Values that user space renders: `kstack` and `ustack`, `ksym()`,
+//! `usym()`, `ntop()` and `buf()`, and the compile-time `kaddr()`.
+//!
+//! The kernel side only collects raw bytes (addresses, a stack id, an
+//! address family); symbol names come from kallsyms and the traced
+//! program's ELF files when the record or map is printed.
+
+use super::{Codegen, IntTy, Result, Val, helper};
+use crate::script::{
+    aggregate::Special,
+    ast::{Expr, ExprKind},
+    codegen::maps::MapTable,
+    diagnostic::Diagnostic,
+    insn::{AluOp, JmpOp, Size},
+    ir::{Inst, Slot, VReg, Value},
+    span::Span,
+};
+
+/// Frames a stack keeps when no limit is given, the kernel's
+/// `PERF_MAX_STACK_DEPTH`.
+pub const DEFAULT_STACK_FRAMES: u32 = 127;
+/// `BPF_F_USER_STACK`: collect the user-space stack.
+const BPF_F_USER_STACK: i32 = 1 << 8;
+/// Largest `buf()` length in bytes.
+pub const MAX_BUF_LEN: u32 = 1024;
+/// `AF_INET` and `AF_INET6`.
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+
+impl Codegen<'_> {
+    /// `kstack`, `ustack`, `kstack(N)` and `ustack(N)`.
+    pub(crate) fn stack(&mut self, user: bool, args: &[Expr], span: Span) -> Result<Val> {
+        let name = if user { "ustack" } else { "kstack" };
+        let frames = match args {
+            [] => DEFAULT_STACK_FRAMES,
+            [limit] => {
+                let ExprKind::Integer(literal) = &limit.kind else {
+                    return Err(self.error(Diagnostic::error(limit.span, format!("the frame limit of {name}() must be an integer literal"))
+                        .with_hint(format!("for example {name}(5)"))));
+                };
+                if literal.value == 0 || literal.value > u64::from(DEFAULT_STACK_FRAMES) {
+                    return Err(self.error(Diagnostic::error(limit.span, format!("invalid frame limit {}", literal.value))
+                        .with_hint(format!("use 1 to {DEFAULT_STACK_FRAMES} frames"))));
+                }
+                literal.value as u32
+            }
+            _ => {
+                return Err(self.error(Diagnostic::error(span, format!("{name}() takes at most 1 argument, the frame limit"))));
+            }
+        };
+        if user && !self.can_read_user_stack() {
+            return Err(self.error(Diagnostic::error(span, format!("`ustack` is not available in {}", self.probe.kind.display_name()))
+                .with_hint("BEGIN and END run in the tool's own process")));
+        }
+        Ok(Val::Stack { user, frames })
+    }
+
+    fn can_read_user_stack(&self) -> bool {
+        !matches!(self.probe.kind, super::super::probes::ProbeKind::Begin | super::super::probes::ProbeKind::End)
+    }
+
+    /// Collects a stack as a stack id in its stack trace map, for a map
+    /// key.
+    pub(crate) fn stack_id(&mut self, user: bool, frames: u32) -> Val {
+        let index = self.maps.stack_map(user, frames);
+        let slot = self.f.slot(16);
+        let map = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: map, map: MapTable::stack_map_ref(self.maps.maps().len(), index) });
+        let id = self.f.vreg();
+        self.f.push(Inst::Call {
+            helper: helper::GET_STACKID,
+            args: vec![self.ctx.into(), map.into(), Value::Imm(if user { BPF_F_USER_STACK } else { 0 })],
+            ret: Some(id),
+        });
+        self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: id.into() });
+        let special = if user {
+            let pid = self.current_pid();
+            self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 8, src: pid.into() });
+            Special::Ustack { frames: frames as u8, map: index as u16 }
+        } else {
+            Special::Kstack { frames: frames as u8, map: index as u16 }
+        };
+        Val::Special { slot, special }
+    }
+
+    /// Writes a stack into a record at `address`: the byte count that
+    /// `bpf_get_stack` returned (i64, negative on failure), the process id
+    /// (u64), then the frames.
+    pub(crate) fn write_stack(&mut self, record: VReg, offset: u32, user: bool, frames: u32) {
+        let buffer = self.f.vreg();
+        self.f.push(Inst::Mov { dst: buffer, src: record.into() });
+        self.f.push(Inst::Alu { op: AluOp::Add, dst: buffer, src: Value::Imm((offset + 16) as i32), wide: true });
+        let written = self.f.vreg();
+        self.f.push(Inst::Call {
+            helper: helper::GET_STACK,
+            args: vec![
+                self.ctx.into(),
+                buffer.into(),
+                Value::Imm((frames * 8) as i32),
+                Value::Imm(if user { BPF_F_USER_STACK } else { 0 }),
+            ],
+            ret: Some(written),
+        });
+        self.f.push(Inst::Store { size: Size::DW, base: record, off: offset as i16, src: written.into() });
+        let pid = self.current_pid();
+        self.f.push(Inst::Store { size: Size::DW, base: record, off: (offset + 8) as i16, src: pid.into() });
+    }
+
+    fn current_pid(&mut self) -> VReg {
+        let pid = self.f.vreg();
+        self.f.push(Inst::Call { helper: helper::GET_CURRENT_PID_TGID, args: vec![], ret: Some(pid) });
+        self.f.push(Inst::Alu { op: AluOp::Rsh, dst: pid, src: Value::Imm(32), wide: true });
+        pid
+    }
+
+    /// `ksym(addr)` and `usym(addr)`: the function an address is in.
+    pub(crate) fn symbol(&mut self, user: bool, args: &[Expr], span: Span) -> Result<Val> {
+        let name = if user { "usym" } else { "ksym" };
+        let [address] = args else {
+            return Err(self.error(Diagnostic::error(span, format!("{name}() takes 1 argument, an address"))));
+        };
+        let (reg, _) = self.int_expr(address)?;
+        let slot = self.f.slot(16);
+        self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: reg.into() });
+        if user {
+            let pid = self.current_pid();
+            self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 8, src: pid.into() });
+            return Ok(Val::Special { slot, special: Special::Usym });
+        }
+        Ok(Val::Special { slot, special: Special::Ksym })
+    }
+
+    /// `kaddr("symbol")`: a kernel symbol's address, from kallsyms at
+    /// compile time.
+    pub(crate) fn kaddr(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let [name] = args else {
+            return Err(self.error(Diagnostic::error(span, "kaddr() takes 1 argument, a symbol name in quotes")));
+        };
+        let ExprKind::String(bytes) = &name.kind else {
+            return Err(self.error(Diagnostic::error(name.span, "kaddr() needs a string literal")
+                .with_hint("for example kaddr(\"jiffies\")")));
+        };
+        let symbol = String::from_utf8_lossy(bytes).into_owned();
+        let Some(functions) = self.env.functions() else {
+            return Err(self.error(Diagnostic::error(name.span, "kaddr() needs the kernel's symbol table (/proc/kallsyms), which cannot be read")
+                .with_hint("run as root")));
+        };
+        let Some(address) = functions.kallsyms().symbol(&symbol).map(|found| found.address) else {
+            return Err(self.error(Diagnostic::error(name.span, format!("kernel symbol `{symbol}` not found in /proc/kallsyms"))));
+        };
+        if address == 0 {
+            return Err(self.error(Diagnostic::error(name.span, format!("the address of `{symbol}` reads as 0"))
+                .with_hint("kallsyms hides addresses from readers without CAP_SYSLOG, or when kernel.kptr_restrict is 2")));
+        }
+        let reg = self.f.constant(address as i64);
+        Ok(Val::Int { reg, ty: IntTy::U64 })
+    }
+
+    /// `ntop(addr)` and `ntop(af, addr)`: an IPv4 or IPv6 address in its
+    /// text form. A 4-byte integer or array is IPv4, a 16-byte array IPv6.
+    pub(crate) fn ntop(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let (family, address) = match args {
+            [address] => (None, address),
+            [family, address] => (Some(family), address),
+            _ => {
+                return Err(self.error(Diagnostic::error(span, format!("ntop() takes 1 or 2 arguments, got {}", args.len()))
+                    .with_hint("ntop(address) or ntop(family, address)")));
+            }
+        };
+        let slot = self.f.slot(24);
+        for offset in [0, 8, 16] {
+            self.f.push(Inst::StoreStack { size: Size::DW, slot, off: offset, src: Value::Imm(0) });
+        }
+        let value = self.expr(address)?;
+        let inferred = match value {
+            Val::Int { reg, .. } => {
+                self.f.push(Inst::StoreStack { size: Size::W, slot, off: 8, src: reg.into() });
+                AF_INET
+            }
+            Val::Mem { addr, type_id, user } => {
+                let size = self.btf().and_then(|btf| btf.size_of(type_id).ok()).unwrap_or(0);
+                let (family, bytes) = match size {
+                    4 => (AF_INET, 4),
+                    16 => (AF_INET6, 16),
+                    _ => {
+                        return Err(self.error(Diagnostic::error(address.span, format!("ntop() needs a 4-byte or 16-byte address, found {size} bytes"))));
+                    }
+                };
+                self.read_into_slot(addr, user, slot, 8, bytes);
+                family
+            }
+            other => {
+                let description = self.describe(&other);
+                return Err(self.error(Diagnostic::error(address.span, format!("ntop() needs an address, found {description}"))
+                    .with_hint("pass an IPv4 address as an integer, or an in_addr/in6_addr field")));
+            }
+        };
+        match family {
+            None => self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: Value::Imm(inferred) }),
+            Some(family) => {
+                let (reg, _) = self.int_expr(family)?;
+                self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: reg.into() });
+            }
+        }
+        Ok(Val::Special { slot, special: Special::Inet })
+    }
+
+    /// `buf(pointer, length)`: `length` bytes, printed with `%r` as text
+    /// with `\xNN` escapes. A non-literal length is clamped to
+    /// [`MAX_BUF_LEN`].
+    pub(crate) fn buf(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let [pointer, length] = args else {
+            return Err(self.error(Diagnostic::error(span, format!("buf() takes 2 arguments, got {}", args.len()))
+                .with_hint("buf(pointer, length)")));
+        };
+        let capacity = match &length.kind {
+            ExprKind::Integer(literal) => {
+                if literal.value == 0 || literal.value > u64::from(MAX_BUF_LEN) {
+                    return Err(self.error(Diagnostic::error(length.span, format!("invalid buf() length {}", literal.value))
+                        .with_hint(format!("use 1 to {MAX_BUF_LEN} bytes"))));
+                }
+                literal.value as u32
+            }
+            _ => 64,
+        };
+        let special = Special::Buf { len: capacity as u16 };
+        let (address, user) = match self.expr(pointer)? {
+            Val::Ptr { reg, user, .. } => (reg, user),
+            Val::Int { reg, .. } => (reg, self.in_user_space()),
+            Val::Mem { addr, user, .. } => (addr, user),
+            other => {
+                let description = self.describe(&other);
+                return Err(self.error(Diagnostic::error(pointer.span, format!("buf() needs a pointer, found {description}"))));
+            }
+        };
+        let (length, _) = self.int_expr(length)?;
+        let count = self.f.vreg();
+        self.f.push(Inst::Mov { dst: count, src: length.into() });
+        // Keep the count in [0, capacity], which the verifier needs to see.
+        let within = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Le, lhs: count, rhs: Value::Imm(capacity as i32), target: within });
+        self.f.push(Inst::Mov { dst: count, src: Value::Imm(capacity as i32) });
+        self.f.push(Inst::Label(within));
+        let slot = self.f.slot(special.size() as u32);
+        for offset in (0..special.size() as u32).step_by(8) {
+            self.f.push(Inst::StoreStack { size: Size::DW, slot, off: offset as i16, src: Value::Imm(0) });
+        }
+        self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: count.into() });
+        let buffer = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: buffer, slot, off: 8 });
+        let read = if user { helper::PROBE_READ_USER } else { helper::PROBE_READ_KERNEL };
+        self.f.push(Inst::Call { helper: read, args: vec![buffer.into(), count.into(), address.into()], ret: None });
+        Ok(Val::Special { slot, special })
+    }
+
+    /// Reads `bytes` bytes at `address` into `slot` at `offset`.
+    fn read_into_slot(&mut self, address: VReg, user: bool, slot: Slot, offset: i16, bytes: i32) {
+        let buffer = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: buffer, slot, off: offset });
+        let read = if user { helper::PROBE_READ_USER } else { helper::PROBE_READ_KERNEL };
+        self.f.push(Inst::Call { helper: read, args: vec![buffer.into(), Value::Imm(bytes), address.into()], ret: None });
+    }
+}

@@ -1,0 +1,321 @@
+//! Turning addresses into names: kernel addresses through
+//! `/proc/kallsyms` (with the module a symbol is in), user addresses
+//! through the process's mappings and the ELF symbols and DWARF line
+//! tables of the files it mapped (with blazesym).
+//!
+//! Both are read on first use: a script without stacks or symbols pays
+//! nothing.
+
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use aya::maps::{MapData, StackTraceMap};
+use blazesym::symbolize::{self, Symbolized, Symbolizer};
+
+use crate::{
+    kallsyms::Kallsyms,
+    script::{aggregate::Special, codegen::Symbols},
+};
+
+/// Indentation of each frame, as bpftrace prints stacks.
+const FRAME_INDENT: &str = "        ";
+/// `EFAULT`, which the stack helpers return when there is no user stack
+/// (a kernel thread).
+const EFAULT: i64 = 14;
+/// `EEXIST`, which `bpf_get_stackid` returns on a hash collision.
+const EEXIST: i64 = 17;
+
+/// Kernel text symbols sorted by address.
+struct KernelSymbols {
+    /// `(address, name, module)`.
+    symbols: Vec<(u64, String, Option<String>)>,
+}
+
+impl KernelSymbols {
+    fn read() -> Option<Self> {
+        let kallsyms = Kallsyms::read().map_err(|err| log::info!("cannot read kallsyms for ksym/kstack: {err}")).ok()?;
+        let mut symbols: Vec<(u64, String, Option<String>)> = kallsyms
+            .symbols()
+            .iter()
+            .filter(|symbol| symbol.is_text() && symbol.address != 0)
+            .map(|symbol| (symbol.address, symbol.name.clone(), symbol.module.clone()))
+            .collect();
+        symbols.sort_by_key(|symbol| symbol.0);
+        Some(Self { symbols })
+    }
+
+    /// Returns the symbol that contains `address` and the offset into it.
+    fn find(&self, address: u64) -> Option<(&str, u64, Option<&str>)> {
+        let index = self.symbols.partition_point(|symbol| symbol.0 <= address).checked_sub(1)?;
+        let (start, name, module) = &self.symbols[index];
+        Some((name, address - start, module.as_deref()))
+    }
+}
+
+/// The symbolizer of one run, with the stack trace maps that map keys
+/// refer to.
+pub struct Resolver {
+    kernel: OnceCell<Option<KernelSymbols>>,
+    user: Symbolizer,
+    /// Symbolized user addresses by process, so that a process that has
+    /// exited still prints the frames seen while it ran.
+    user_cache: RefCell<HashMap<(u32, u64), UserSymbol>>,
+    /// Stack trace maps with `(user, frames)`, in the compiler's order.
+    stack_maps: Vec<(StackTraceMap<MapData>, bool, u32)>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Resolver {
+    /// Creates a resolver over `stack_maps`: each map with whether it holds
+    /// user stacks and its frame limit.
+    pub fn new(stack_maps: Vec<(StackTraceMap<MapData>, bool, u32)>) -> Self {
+        Self {
+            kernel: OnceCell::new(),
+            user: Symbolizer::new(),
+            user_cache: RefCell::new(HashMap::new()),
+            stack_maps,
+        }
+    }
+
+    fn kernel_symbols(&self) -> Option<&KernelSymbols> {
+        self.kernel.get_or_init(KernelSymbols::read).as_ref()
+    }
+
+    /// Formats a kernel address as `symbol+offset`, with ` [module]` for
+    /// module code, or in hex when no symbol contains it.
+    pub fn kernel_frame(&self, address: u64, with_offset: bool) -> String {
+        match self.kernel_symbols().and_then(|symbols| symbols.find(address)) {
+            Some((name, offset, module)) => {
+                let mut text = if with_offset { format!("{name}+{offset}") } else { name.to_owned() };
+                if let Some(module) = module {
+                    text.push_str(&format!(" [{module}]"));
+                }
+                text
+            }
+            None => format!("0x{address:x}"),
+        }
+    }
+
+    /// Formats user addresses of process `pid` as `symbol+offset`, with
+    /// `(file:line)` when the file has DWARF line tables.
+    fn user_frames(&self, pid: u32, addresses: &[u64], with_offset: bool) -> Vec<String> {
+        let missing: Vec<u64> = {
+            let cache = self.user_cache.borrow();
+            addresses.iter().copied().filter(|address| !cache.contains_key(&(pid, *address))).collect()
+        };
+        if !missing.is_empty() && pid != 0 {
+            // DWARF gives file and line, but blazesym fails the whole batch
+            // on a debug section it cannot read; ELF symbols alone still
+            // give the names.
+            let with_dwarf = symbolize::source::Source::Process(symbolize::source::Process::new(pid.into()));
+            let mut process = symbolize::source::Process::new(pid.into());
+            process.debug_syms = false;
+            let without_dwarf = symbolize::source::Source::Process(process);
+            let results = self
+                .user
+                .symbolize(&with_dwarf, symbolize::Input::AbsAddr(&missing))
+                .or_else(|err| {
+                    log::debug!("cannot read DWARF of process {pid}: {err}");
+                    self.user.symbolize(&without_dwarf, symbolize::Input::AbsAddr(&missing))
+                });
+            match results {
+                Ok(results) => {
+                    let mut cache = self.user_cache.borrow_mut();
+                    for (address, result) in missing.iter().zip(results) {
+                        if let Symbolized::Sym(symbol) = result {
+                            cache.insert((pid, *address), UserSymbol::from(&symbol));
+                        }
+                    }
+                }
+                Err(err) => log::debug!("cannot symbolize addresses of process {pid}: {err}"),
+            }
+        }
+        let cache = self.user_cache.borrow();
+        addresses
+            .iter()
+            .map(|address| match cache.get(&(pid, *address)) {
+                Some(symbol) => symbol.format(with_offset),
+                None => format!("0x{address:x}"),
+            })
+            .collect()
+    }
+
+    fn stack_text(&self, user: bool, pid: u32, addresses: &[u64]) -> String {
+        let frames = if user {
+            self.user_frames(pid, addresses, true)
+        } else {
+            addresses.iter().map(|address| self.kernel_frame(*address, true)).collect()
+        };
+        let mut text = String::from("\n");
+        for frame in frames {
+            text.push_str(FRAME_INDENT);
+            text.push_str(&frame);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Looks stack `id` up in stack trace map `map` and formats it.
+    fn stack_by_id(&self, map: usize, id: i64, pid: u32) -> String {
+        if id < 0 {
+            return match -id {
+                EFAULT => "\n".to_owned(),
+                EEXIST => format!("\n{FRAME_INDENT}[stack lost: another stack has the same hash]\n"),
+                errno => format!("\n{FRAME_INDENT}[stack lost: error {errno}]\n"),
+            };
+        }
+        let Some((stacks, user, frames)) = self.stack_maps.get(map) else {
+            return format!("\n{FRAME_INDENT}[stack map {map} missing]\n");
+        };
+        match stacks.get(&(id as u32), 0) {
+            Ok(trace) => {
+                let addresses: Vec<u64> = trace.frames().iter().map(|frame| frame.ip).take(*frames as usize).collect();
+                self.stack_text(*user, pid, &addresses)
+            }
+            Err(err) => format!("\n{FRAME_INDENT}[stack {id} unreadable: {err}]\n"),
+        }
+    }
+}
+
+/// A symbolized user address.
+struct UserSymbol {
+    name: String,
+    offset: usize,
+    /// `file:line` from DWARF, when the file has line tables.
+    location: Option<String>,
+}
+
+impl From<&symbolize::Sym<'_>> for UserSymbol {
+    fn from(symbol: &symbolize::Sym<'_>) -> Self {
+        let location = symbol.code_info.as_ref().map(|code| {
+            let file = Path::new(&code.file).file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            match code.line {
+                Some(line) => format!("{file}:{line}"),
+                None => file,
+            }
+        });
+        Self { name: symbol.name.to_string(), offset: symbol.offset, location }
+    }
+}
+
+impl UserSymbol {
+    fn format(&self, with_offset: bool) -> String {
+        let mut text = if with_offset { format!("{}+{}", self.name, self.offset) } else { self.name.clone() };
+        if let Some(location) = &self.location {
+            text.push_str(&format!(" ({location})"));
+        }
+        text
+    }
+}
+
+fn word(bytes: &[u8], index: usize) -> u64 {
+    bytes
+        .get(index * 8..index * 8 + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// Formats the special values that need no symbols: `ntop()` addresses
+/// and `buf()` bytes.
+pub fn render_plain(special: Special, bytes: &[u8]) -> Option<String> {
+    match special {
+        Special::Inet => {
+            let family = word(bytes, 0);
+            let address = bytes.get(8..24)?;
+            Some(match family {
+                10 => Ipv6Addr::from(<[u8; 16]>::try_from(address).ok()?).to_string(),
+                _ => Ipv4Addr::new(address[0], address[1], address[2], address[3]).to_string(),
+            })
+        }
+        Special::Buf { len } => {
+            let count = (word(bytes, 0) as usize).min(usize::from(len));
+            let data = bytes.get(8..8 + count).unwrap_or(&[]);
+            Some(escape_bytes(data))
+        }
+        _ => None,
+    }
+}
+
+/// Escapes bytes as `%r` prints them: printable ASCII as it is, other
+/// bytes as `\xNN`.
+pub fn escape_bytes(data: &[u8]) -> String {
+    let mut text = String::with_capacity(data.len() * 2);
+    for &byte in data {
+        if byte.is_ascii_graphic() || byte == b' ' {
+            text.push(byte as char);
+        } else {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
+impl Symbols for Resolver {
+    fn stack(&self, user: bool, pid: u32, addresses: &[u64]) -> String {
+        self.stack_text(user, pid, addresses)
+    }
+
+    fn special(&self, special: Special, bytes: &[u8]) -> String {
+        if let Some(text) = render_plain(special, bytes) {
+            return text;
+        }
+        match special {
+            Special::Kstack { map, .. } => self.stack_by_id(usize::from(map), word(bytes, 0) as i64, 0),
+            Special::Ustack { map, .. } => self.stack_by_id(usize::from(map), word(bytes, 0) as i64, word(bytes, 1) as u32),
+            Special::Ksym => {
+                let address = word(bytes, 0);
+                match self.kernel_symbols().and_then(|symbols| symbols.find(address)) {
+                    Some((name, _, _)) => name.to_owned(),
+                    None => format!("0x{address:x}"),
+                }
+            }
+            Special::Usym => {
+                let address = word(bytes, 0);
+                self.user_frames(word(bytes, 1) as u32, &[address], false).remove(0)
+            }
+            Special::Inet | Special::Buf { .. } => unreachable!("rendered by render_plain"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntop_formats_both_families() {
+        let mut bytes = vec![0u8; 24];
+        bytes[0] = 2;
+        bytes[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(render_plain(Special::Inet, &bytes).as_deref(), Some("127.0.0.1"));
+        bytes[0] = 10;
+        bytes[8..24].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(render_plain(Special::Inet, &bytes).as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn buf_escapes_unprintable_bytes() {
+        let mut bytes = vec![0u8; 16];
+        bytes[0] = 5;
+        bytes[8..13].copy_from_slice(b"ab\x00\xff ");
+        assert_eq!(render_plain(Special::Buf { len: 8 }, &bytes).as_deref(), Some("ab\\x00\\xff "));
+    }
+
+    #[test]
+    fn kernel_symbols_find_the_containing_function() {
+        let symbols = KernelSymbols {
+            symbols: vec![(0x1000, "first".into(), None), (0x2000, "second".into(), Some("dummy".into()))],
+        };
+        assert_eq!(symbols.find(0x1010), Some(("first", 0x10, None)));
+        assert_eq!(symbols.find(0x2000), Some(("second", 0, Some("dummy"))));
+        assert_eq!(symbols.find(0x10), None);
+    }
+}

@@ -1,0 +1,305 @@
+//! Resolving user-space probe targets: which file a `uprobe:BINARY:...`
+//! names, and which file offset a function, `FUNC+OFFSET` or an address
+//! in it is at. The kernel attaches uprobes by inode and file offset.
+
+use std::{
+    fmt, fs,
+    path::{Path, PathBuf},
+};
+
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::suggest;
+
+/// Directories searched for a library named without a path, in the
+/// dynamic loader's default order on Debian and Fedora, after the
+/// directories listed in `/etc/ld.so.conf.d`.
+const LIBRARY_DIRECTORIES: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// A failure to resolve a user-space target, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl TargetError {
+    fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: None }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+/// Finds the file that `binary` names: a path (absolute or relative), a
+/// library name such as `libc` or `libc.so.6` (looked up in the
+/// process's mappings when `pid` is given, then where the dynamic loader
+/// looks), or a program name found in `PATH`.
+pub fn resolve_binary(binary: &str, pid: Option<u32>) -> Result<PathBuf, TargetError> {
+    if binary.is_empty() {
+        return Err(TargetError::new("the uprobe names no binary")
+            .with_hint("write `uprobe:BINARY:FUNCTION`, for example `uprobe:/bin/bash:readline`"));
+    }
+    if binary.contains('/') {
+        let path = Path::new(binary);
+        return match fs::metadata(path) {
+            Ok(metadata) if metadata.is_file() => Ok(fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
+            Ok(_) => Err(TargetError::new(format!("`{binary}` is not a regular file"))
+                .with_hint("name an executable or a shared library")),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(TargetError::new(format!("binary `{binary}` not found"))
+                .with_hint("check the path, or name a library (`libc`) or a program in PATH (`bash`)")),
+            Err(err) => Err(TargetError::new(format!("binary `{binary}` cannot be read: {err}"))),
+        };
+    }
+    if let Some(pid) = pid {
+        if let Some(path) = mapped_library(binary, pid) {
+            return Ok(path);
+        }
+    }
+    if let Some(path) = library_path(binary) {
+        return Ok(path);
+    }
+    if let Some(path) = program_path(binary) {
+        return Ok(path);
+    }
+    Err(TargetError::new(format!("binary `{binary}` not found"))
+        .with_hint("give its path, for example `uprobe:/usr/bin/NAME:FUNCTION`; libraries are looked up where the dynamic loader looks, programs in PATH"))
+}
+
+/// Tells whether a file name is library `name`: `libc` and `c` match
+/// `libc.so.6`, and `libc.so.6` matches itself.
+fn is_library_named(file_name: &str, name: &str) -> bool {
+    let stem = name.strip_prefix("lib").unwrap_or(name);
+    if file_name == name {
+        return file_name.contains(".so");
+    }
+    let Some(rest) = file_name.strip_prefix("lib").and_then(|rest| rest.strip_prefix(stem)) else {
+        return false;
+    };
+    rest.starts_with(".so") || (rest.starts_with('-') && rest.contains(".so"))
+}
+
+/// Looks a library up in `/proc/PID/maps`, so that `-p PID` probes the
+/// copy that process really mapped.
+fn mapped_library(name: &str, pid: u32) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|file| file.to_str())
+                .is_some_and(|file| is_library_named(file, name))
+        })
+        .map(PathBuf::from)
+}
+
+/// Returns the directories of `/etc/ld.so.conf.d/*.conf`, then the
+/// default library directories.
+fn library_directories() -> Vec<PathBuf> {
+    let mut directories = Vec::new();
+    if let Ok(entries) = fs::read_dir("/etc/ld.so.conf.d") {
+        let mut files: Vec<PathBuf> = entries.filter_map(|entry| entry.ok()).map(|entry| entry.path()).collect();
+        files.sort();
+        for file in files.iter().filter(|file| file.extension().is_some_and(|e| e == "conf")) {
+            let Ok(text) = fs::read_to_string(file) else { continue };
+            for line in text.lines().map(str::trim) {
+                if line.starts_with('/') {
+                    directories.push(PathBuf::from(line));
+                }
+            }
+        }
+    }
+    directories.extend(LIBRARY_DIRECTORIES.iter().map(PathBuf::from));
+    directories
+}
+
+/// Finds a shared library by name where the dynamic loader looks. The
+/// versioned file (`libc.so.6`) wins over the development symlink
+/// (`libc.so`), which may be a linker script.
+fn library_path(name: &str) -> Option<PathBuf> {
+    for directory in library_directories() {
+        let Ok(entries) = fs::read_dir(&directory) else { continue };
+        let mut found: Vec<String> = entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|file| is_library_named(file, name))
+            .collect();
+        found.sort_by_key(|file| (file.ends_with(".so"), file.len()));
+        for file in found {
+            let path = directory.join(&file);
+            if is_elf(&path) {
+                return Some(fs::canonicalize(&path).unwrap_or(path));
+            }
+        }
+    }
+    None
+}
+
+fn program_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+        .map(|path| fs::canonicalize(&path).unwrap_or(path))
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// What a uprobe attaches to inside a binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserLocation {
+    /// A function symbol, plus an offset into it.
+    Symbol { name: String, offset: u64 },
+    /// A virtual address as the ELF file's symbols give it.
+    Address(u64),
+}
+
+/// A resolved user-space attach point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserTarget {
+    pub path: PathBuf,
+    /// Offset in the file, which the kernel attaches at.
+    pub file_offset: u64,
+    /// The function (or address) for messages and `func`.
+    pub name: String,
+    /// The binary is a Go program, whose return probes can crash it.
+    pub go: bool,
+}
+
+/// Resolves `location` in the ELF file at `path` to a file offset.
+pub fn resolve_location(path: &Path, location: &UserLocation) -> Result<UserTarget, TargetError> {
+    let shown = path.display();
+    let data = fs::read(path).map_err(|err| TargetError::new(format!("failed to read `{shown}`: {err}")))?;
+    let file = object::File::parse(&*data).map_err(|err| {
+        TargetError::new(format!("`{shown}` is not an ELF file: {err}"))
+            .with_hint("uprobes attach to executables and shared libraries")
+    })?;
+    let go = file.section_by_name(".gopclntab").is_some() || file.section_by_name(".go.buildinfo").is_some();
+
+    let (address, name) = match location {
+        UserLocation::Address(address) => (*address, format!("{address:#x}")),
+        UserLocation::Symbol { name, offset } => {
+            let symbol = find_function(&file, name).ok_or_else(|| missing_symbol(&file, path, name))?;
+            if *offset > 0 && symbol.1 > 0 && *offset >= symbol.1 {
+                return Err(TargetError::new(format!(
+                    "offset {offset:#x} is past the end of `{name}` in `{shown}`, which is {} bytes long",
+                    symbol.1
+                )));
+            }
+            let shown_name = if *offset > 0 { format!("{name}+{offset:#x}") } else { name.clone() };
+            (symbol.0 + offset, shown_name)
+        }
+    };
+    let file_offset = file_offset_of(&file, address).ok_or_else(|| {
+        TargetError::new(format!("address {address:#x} is not in any loadable segment of `{shown}`"))
+            .with_hint("give a virtual address from the file's symbol table (`nm`, `readelf -s`)")
+    })?;
+    Ok(UserTarget { path: path.to_path_buf(), file_offset, name, go })
+}
+
+/// Returns the address and size of the defined function `name`, from the
+/// symbol table or, in stripped files, the dynamic symbol table.
+fn find_function(file: &object::File<'_>, name: &str) -> Option<(u64, u64)> {
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .find(|symbol| {
+            symbol.kind() == SymbolKind::Text && !symbol.is_undefined() && symbol.name() == Ok(name) && symbol.address() != 0
+        })
+        .map(|symbol| (symbol.address(), symbol.size()))
+}
+
+fn missing_symbol(file: &object::File<'_>, path: &Path, name: &str) -> TargetError {
+    let names: Vec<&str> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && !symbol.is_undefined())
+        .filter_map(|symbol| symbol.name().ok())
+        .collect();
+    let error = TargetError::new(format!("function `{name}` not found in `{}`", path.display()));
+    if names.is_empty() {
+        return error.with_hint("the file has no function symbols (stripped?): attach at an address, `uprobe:BINARY:0xADDRESS`");
+    }
+    let matches = suggest::close_matches(name, names.iter().copied(), 3);
+    if matches.is_empty() {
+        error.with_hint("list its functions with `nm -D --defined-only FILE` or `nm FILE`")
+    } else {
+        error.with_hint(format!("did you mean: {}?", matches.join(", ")))
+    }
+}
+
+/// Converts a virtual address to a file offset through the loadable
+/// segment that contains it.
+fn file_offset_of(file: &object::File<'_>, address: u64) -> Option<u64> {
+    file.segments().find_map(|segment| {
+        let start = segment.address();
+        let (offset, size) = segment.file_range();
+        (address >= start && address < start + size).then(|| address - start + offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names_match_versions() {
+        assert!(is_library_named("libc.so.6", "libc"));
+        assert!(is_library_named("libc.so.6", "c"));
+        assert!(is_library_named("libc.so.6", "libc.so.6"));
+        assert!(is_library_named("libpython3.11.so.1.0", "libpython3.11"));
+        assert!(is_library_named("libssl-3.so", "libssl"));
+        assert!(!is_library_named("libcrypt.so.1", "libc"));
+        assert!(!is_library_named("libc_malloc_debug.so.0", "libc"));
+    }
+
+    #[test]
+    fn missing_binary_names_it() {
+        let error = resolve_binary("/nonexistent/prog", None).unwrap_err();
+        assert!(error.message.contains("`/nonexistent/prog` not found"), "{}", error.message);
+        let error = resolve_binary("no-such-program-or-library", None).unwrap_err();
+        assert!(error.message.contains("`no-such-program-or-library` not found"), "{}", error.message);
+    }
+
+    #[test]
+    fn own_executable_resolves_symbol() {
+        let path = std::env::current_exe().expect("test executable");
+        let target = resolve_location(&path, &UserLocation::Symbol { name: "main".into(), offset: 0 })
+            .expect("main resolves");
+        assert!(target.file_offset > 0);
+        assert!(!target.go);
+        let error = resolve_location(&path, &UserLocation::Symbol { name: "no_such_function_xyz".into(), offset: 0 })
+            .unwrap_err();
+        assert!(error.message.contains("function `no_such_function_xyz` not found"), "{}", error.message);
+    }
+
+    #[test]
+    fn libc_is_found_by_name() {
+        let path = resolve_binary("libc", None).expect("libc is installed");
+        assert!(path.to_string_lossy().contains("libc"), "{}", path.display());
+        resolve_location(&path, &UserLocation::Symbol { name: "getpid".into(), offset: 0 }).expect("libc has getpid");
+    }
+}
