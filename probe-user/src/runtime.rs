@@ -997,6 +997,25 @@ impl Loaded {
         Ok(entries)
     }
 
+    /// Tells whether some map key holds user stacks or user symbols,
+    /// which [`Loaded::name_user_symbols`] names while their processes
+    /// run.
+    pub fn has_user_symbol_keys(&self) -> bool {
+        self.maps.iter().any(|(spec, _)| spec.key.iter().any(is_user_symbol_part))
+    }
+
+    /// Symbolizes the user addresses in every map key now, so that the
+    /// names stay known after the processes exit.
+    pub fn name_user_symbols(&self) {
+        for (index, (spec, _)) in self.maps.iter().enumerate() {
+            if spec.key.iter().any(is_user_symbol_part) {
+                if let Err(err) = self.entries(index) {
+                    log::debug!("cannot read @{} to name its user addresses: {err}", spec.name);
+                }
+            }
+        }
+    }
+
     /// Replaces the raw parts of a key (stacks, symbols, addresses) with
     /// their text.
     fn render_key(&self, key: &mut crate::script::aggregate::Key) {
@@ -1070,6 +1089,11 @@ impl Loaded {
             })
             .collect()
     }
+}
+
+fn is_user_symbol_part(part: &crate::script::aggregate::KeyPartType) -> bool {
+    use crate::script::aggregate::{KeyPartType, Special};
+    matches!(part, KeyPartType::Special(Special::Ustack { .. } | Special::Usym))
 }
 
 /// The kind of a ring buffer record.

@@ -21,6 +21,9 @@ use crate::{
     script::{aggregate::Special, codegen::Symbols},
 };
 
+/// Largest offset into a kernel function that symbolization accepts. The
+/// largest functions of a distribution kernel are tens of kilobytes.
+const MAX_FUNCTION_SIZE: u64 = 1 << 20;
 /// Indentation of each frame, as bpftrace prints stacks.
 const FRAME_INDENT: &str = "        ";
 /// `EFAULT`, which the stack helpers return when there is no user stack
@@ -49,10 +52,23 @@ impl KernelSymbols {
     }
 
     /// Returns the symbol that contains `address` and the offset into it.
+    /// kallsyms has no sizes, so an address further than
+    /// [`MAX_FUNCTION_SIZE`] past the closest symbol counts as unknown: BPF
+    /// programs without kallsyms entries lie in such gaps.
     fn find(&self, address: u64) -> Option<(&str, u64, Option<&str>)> {
         let index = self.symbols.partition_point(|symbol| symbol.0 <= address).checked_sub(1)?;
         let (start, name, module) = &self.symbols[index];
-        Some((name, address - start, module.as_deref()))
+        let offset = address - start;
+        (offset < MAX_FUNCTION_SIZE).then_some((name, offset, module.as_deref()))
+    }
+
+    /// Tells whether `address` is in a BPF program or trampoline, or in no
+    /// known function.
+    fn is_glue(&self, address: u64) -> bool {
+        match self.find(address) {
+            None => true,
+            Some((name, _, module)) => module == Some("bpf") || name.starts_with("bpf_trampoline_"),
+        }
     }
 }
 
@@ -149,11 +165,18 @@ impl Resolver {
             .collect()
     }
 
-    fn stack_text(&self, user: bool, pid: u32, addresses: &[u64]) -> String {
+    fn stack_text(&self, user: bool, pid: u32, addresses: &[u64], limit: usize) -> String {
         let frames = if user {
-            self.user_frames(pid, addresses, true)
+            let kept = &addresses[..addresses.len().min(limit)];
+            self.user_frames(pid, kept, true)
         } else {
-            addresses.iter().map(|address| self.kernel_frame(*address, true)).collect()
+            let glue = match self.kernel_symbols() {
+                Some(symbols) => addresses.iter().take_while(|address| symbols.is_glue(**address)).count(),
+                None => 0,
+            };
+            // A stack of nothing but glue keeps it, rather than print empty.
+            let start = if glue == addresses.len() { 0 } else { glue };
+            addresses[start..].iter().take(limit).map(|address| self.kernel_frame(*address, true)).collect()
         };
         let mut text = String::from("\n");
         for frame in frames {
@@ -165,7 +188,7 @@ impl Resolver {
     }
 
     /// Looks stack `id` up in stack trace map `map` and formats it.
-    fn stack_by_id(&self, map: usize, id: i64, pid: u32) -> String {
+    fn stack_by_id(&self, map: usize, id: i64, pid: u32, limit: usize) -> String {
         if id < 0 {
             return match -id {
                 EFAULT => "\n".to_owned(),
@@ -173,13 +196,13 @@ impl Resolver {
                 errno => format!("\n{FRAME_INDENT}[stack lost: error {errno}]\n"),
             };
         }
-        let Some((stacks, user, frames)) = self.stack_maps.get(map) else {
+        let Some((stacks, user, _)) = self.stack_maps.get(map) else {
             return format!("\n{FRAME_INDENT}[stack map {map} missing]\n");
         };
         match stacks.get(&(id as u32), 0) {
             Ok(trace) => {
-                let addresses: Vec<u64> = trace.frames().iter().map(|frame| frame.ip).take(*frames as usize).collect();
-                self.stack_text(*user, pid, &addresses)
+                let addresses: Vec<u64> = trace.frames().iter().map(|frame| frame.ip).collect();
+                self.stack_text(*user, pid, &addresses, limit)
             }
             Err(err) => format!("\n{FRAME_INDENT}[stack {id} unreadable: {err}]\n"),
         }
@@ -259,8 +282,8 @@ pub fn escape_bytes(data: &[u8]) -> String {
 }
 
 impl Symbols for Resolver {
-    fn stack(&self, user: bool, pid: u32, addresses: &[u64]) -> String {
-        self.stack_text(user, pid, addresses)
+    fn stack(&self, user: bool, pid: u32, addresses: &[u64], frames: usize) -> String {
+        self.stack_text(user, pid, addresses, frames)
     }
 
     fn special(&self, special: Special, bytes: &[u8]) -> String {
@@ -268,8 +291,12 @@ impl Symbols for Resolver {
             return text;
         }
         match special {
-            Special::Kstack { map, .. } => self.stack_by_id(usize::from(map), word(bytes, 0) as i64, 0),
-            Special::Ustack { map, .. } => self.stack_by_id(usize::from(map), word(bytes, 0) as i64, word(bytes, 1) as u32),
+            Special::Kstack { map, frames } => {
+                self.stack_by_id(usize::from(map), word(bytes, 0) as i64, 0, usize::from(frames))
+            }
+            Special::Ustack { map, frames } => {
+                self.stack_by_id(usize::from(map), word(bytes, 0) as i64, word(bytes, 1) as u32, usize::from(frames))
+            }
             Special::Ksym => {
                 let address = word(bytes, 0);
                 match self.kernel_symbols().and_then(|symbols| symbols.find(address)) {
@@ -317,5 +344,8 @@ mod tests {
         assert_eq!(symbols.find(0x1010), Some(("first", 0x10, None)));
         assert_eq!(symbols.find(0x2000), Some(("second", 0, Some("dummy"))));
         assert_eq!(symbols.find(0x10), None);
+        assert_eq!(symbols.find(0x2000 + MAX_FUNCTION_SIZE), None);
+        assert!(symbols.is_glue(0x2000 + MAX_FUNCTION_SIZE));
+        assert!(!symbols.is_glue(0x1010));
     }
 }

@@ -7,6 +7,8 @@
 mod common;
 #[path = "vm_cases/planner.rs"]
 mod planner;
+#[path = "vm_cases/stacks.rs"]
+mod stacks;
 
 use std::{process::Stdio, thread, time::Duration};
 

@@ -85,11 +85,14 @@ enum Command {
     /// THREADS`.
     SleepThreads { threads: u32, ms: u64 },
 
-    /// Call `chain_a`, which calls `chain_b`, which calls `chain_c`, COUNT
-    /// times, print `chain COUNT`, then sleep LINGER_MS milliseconds so
-    /// that a tracer can still read this process's mappings.
+    /// Sleep DELAY_MS milliseconds, call `chain_a`, which calls `chain_b`,
+    /// which calls `chain_c`, COUNT times, print `chain COUNT`, then sleep
+    /// LINGER_MS milliseconds so that a tracer can still read this
+    /// process's mappings.
     CallChain {
         count: u32,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
         #[arg(long, default_value_t = 300)]
         linger_ms: u64,
     },
@@ -162,7 +165,8 @@ fn main() -> ExitCode {
         Command::PtraceGetregs { count } => ptrace_getregs(count),
         Command::SleepThreads { threads, ms } => sleep_threads(threads, Duration::from_millis(ms)),
 
-        Command::CallChain { count, linger_ms } => {
+        Command::CallChain { count, delay_ms, linger_ms } => {
+            std::thread::sleep(Duration::from_millis(delay_ms));
             call_chain(count, Duration::from_millis(linger_ms));
             Ok(true)
         }

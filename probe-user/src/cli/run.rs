@@ -492,8 +492,13 @@ pub(crate) async fn stream(
     // Once a second, new losses are logged, which -v shows as they happen.
     let mut loss_check = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut lost_before = 0;
+    // User addresses in map keys can only be named while their process
+    // runs: they are named every 100 ms and kept for the printing.
+    let mut name_user_keys = tokio::time::interval(std::time::Duration::from_millis(100));
+    let has_user_keys = loaded.has_user_symbol_keys();
     loop {
         tokio::select! {
+            _ = name_user_keys.tick(), if has_user_keys => loaded.name_user_symbols(),
             _ = loss_check.tick() => {
                 if log::log_enabled!(log::Level::Info) {
                     let lost = loaded.lost();

@@ -61,7 +61,9 @@ pub enum ArgSpec {
     CappedStr { offset: u32, chars: u32 },
     /// A stack from `bpf_get_stack`: the byte count (i64), the process
     /// id (u64), then up to `frames` addresses.
-    Stack { offset: u32, user: bool, frames: u32 },
+    /// `capacity` may exceed `frames` by the glue frames that user space
+    /// drops from the top.
+    Stack { offset: u32, user: bool, frames: u32, capacity: u32 },
     /// Bytes that user space renders, laid out as [`Special`] describes.
     Special { offset: u32, special: Special },
     Const(Arg),
@@ -71,9 +73,10 @@ pub enum ArgSpec {
 /// implements it with kallsyms, the stack trace maps and the traced
 /// processes' ELF files.
 pub trait Symbols {
-    /// Formats stack frames as bpftrace does: a newline, then one
-    /// indented `symbol+offset` line per frame.
-    fn stack(&self, user: bool, pid: u32, addresses: &[u64]) -> String;
+    /// Formats up to `frames` stack frames as bpftrace does: a newline,
+    /// then one indented `symbol+offset` line per frame. Kernel stacks
+    /// first lose the frames of BPF programs and trampolines at the top.
+    fn stack(&self, user: bool, pid: u32, addresses: &[u64], frames: usize) -> String;
     /// Formats the bytes of a special value.
     fn special(&self, special: Special, bytes: &[u8]) -> String;
 }
@@ -116,9 +119,9 @@ impl OutputSpec {
                     }
                     Arg::Str(text)
                 }
-                ArgSpec::Stack { offset, user, frames } => {
+                ArgSpec::Stack { offset, user, frames, capacity } => {
                     let start = (*offset as usize).min(record.len());
-                    let end = (start + 16 + *frames as usize * 8).min(record.len());
+                    let end = (start + 16 + *capacity as usize * 8).min(record.len());
                     let bytes = &record[start..end];
                     let word = |index: usize| {
                         bytes
@@ -126,9 +129,9 @@ impl OutputSpec {
                             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
                     };
                     let written = word(0) as i64;
-                    let count = if written > 0 { (written as usize / 8).min(*frames as usize) } else { 0 };
+                    let count = if written > 0 { (written as usize / 8).min(*capacity as usize) } else { 0 };
                     let addresses: Vec<u64> = (0..count).map(|index| word(index + 2)).collect();
-                    Arg::Str(symbols.stack(*user, word(1) as u32, &addresses))
+                    Arg::Str(symbols.stack(*user, word(1) as u32, &addresses, *frames as usize))
                 }
                 ArgSpec::Special { offset, special } => {
                     let start = (*offset as usize).min(record.len());
@@ -451,9 +454,10 @@ impl Codegen<'_> {
                 spec
             }
             Part::Stack { user, frames } => {
-                self.write_stack(record.pointer, *offset, user, frames);
-                let spec = ArgSpec::Stack { offset: *offset, user, frames };
-                *offset += 16 + frames * 8;
+                let capacity = self.stack_capacity(user, frames);
+                self.write_stack(record.pointer, *offset, user, capacity);
+                let spec = ArgSpec::Stack { offset: *offset, user, frames, capacity };
+                *offset += 16 + capacity * 8;
                 spec
             }
             Part::Special(slot, special) => {
@@ -517,7 +521,7 @@ mod tests {
     struct NoSymbols;
 
     impl Symbols for NoSymbols {
-        fn stack(&self, _user: bool, _pid: u32, addresses: &[u64]) -> String {
+        fn stack(&self, _user: bool, _pid: u32, addresses: &[u64], _frames: usize) -> String {
             addresses.iter().map(|address| format!("{address:x};")).collect()
         }
 

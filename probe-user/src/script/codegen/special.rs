@@ -55,6 +55,19 @@ impl Codegen<'_> {
         Ok(Val::Stack { user, frames })
     }
 
+    /// Frames to collect beyond the requested ones: trampoline programs
+    /// (fentry, fexit, lsm) and raw tracepoints see their own program and
+    /// the trampoline or tracepoint glue at the top of a kernel stack,
+    /// which user space drops before it keeps the requested count.
+    fn glue_frames(&self, user: bool) -> u32 {
+        use super::super::probes::ProbeKind;
+        let glued = matches!(
+            self.probe.kind,
+            ProbeKind::Fentry { .. } | ProbeKind::Fexit { .. } | ProbeKind::Lsm { .. } | ProbeKind::RawTracepoint { .. }
+        );
+        if glued && !user { 2 } else { 0 }
+    }
+
     fn can_read_user_stack(&self) -> bool {
         !matches!(self.probe.kind, super::super::probes::ProbeKind::Begin | super::super::probes::ProbeKind::End)
     }
@@ -62,7 +75,7 @@ impl Codegen<'_> {
     /// Collects a stack as a stack id in its stack trace map, for a map
     /// key.
     pub(crate) fn stack_id(&mut self, user: bool, frames: u32) -> Val {
-        let index = self.maps.stack_map(user, frames);
+        let index = self.maps.stack_map(user, (frames + self.glue_frames(user)).min(DEFAULT_STACK_FRAMES));
         let slot = self.f.slot(16);
         let map = self.f.vreg();
         self.f.push(Inst::LoadMap { dst: map, map: MapTable::stack_map_ref(self.maps.maps().len(), index) });
@@ -83,10 +96,16 @@ impl Codegen<'_> {
         Val::Special { slot, special }
     }
 
+    /// Returns the frames a record keeps for a stack of `frames` frames.
+    pub(crate) fn stack_capacity(&self, user: bool, frames: u32) -> u32 {
+        (frames + self.glue_frames(user)).min(DEFAULT_STACK_FRAMES)
+    }
+
     /// Writes a stack into a record at `address`: the byte count that
     /// `bpf_get_stack` returned (i64, negative on failure), the process id
-    /// (u64), then the frames.
-    pub(crate) fn write_stack(&mut self, record: VReg, offset: u32, user: bool, frames: u32) {
+    /// (u64), then up to `capacity` frames.
+    pub(crate) fn write_stack(&mut self, record: VReg, offset: u32, user: bool, capacity: u32) {
+        let frames = capacity;
         let buffer = self.f.vreg();
         self.f.push(Inst::Mov { dst: buffer, src: record.into() });
         self.f.push(Inst::Alu { op: AluOp::Add, dst: buffer, src: Value::Imm((offset + 16) as i32), wide: true });

@@ -1,0 +1,251 @@
+//! User-space probes on the host kernel (as root): uprobes and uretprobes
+//! on probe-test-helper's `chain_a` -> `chain_b` -> `chain_c` and
+//! `take_string`, user and kernel stacks, strings of many lengths, and
+//! the errors for binaries and functions that do not exist.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{bin, run, text};
+
+/// The characters that `probe-test-helper strings` repeats.
+const PATTERN: &str = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn pattern(length: usize) -> String {
+    PATTERN.chars().cycle().take(length).collect()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: loading BPF programs needs root");
+    }
+    root
+}
+
+fn helper_path() -> String {
+    bin("probe-test-helper").display().to_string()
+}
+
+/// `probe run -e SCRIPT -c 'probe-test-helper HELPER_ARGS'`: returns
+/// stdout, and fails the test unless the run succeeded.
+fn run_script(script: &str, helper_args: &str) -> String {
+    let output = run(Command::new(bin("probe")).args([
+        "run",
+        "-e",
+        script,
+        "-c",
+        &format!("{} {helper_args}", helper_path()),
+    ]));
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "probe run failed\nstdout:\n{stdout}\nstderr:\n{}", text(&output.stderr));
+    stdout
+}
+
+/// Returns the index of the first frame line that starts with `name`.
+fn frame_index(frames: &[&str], name: &str) -> usize {
+    frames
+        .iter()
+        .position(|frame| frame.starts_with(name))
+        .unwrap_or_else(|| panic!("no `{name}` frame in {frames:?}"))
+}
+
+#[test]
+fn ustack_shows_every_caller() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ printf(\"stack%s--\\n\", ustack); }}"), "call-chain 1");
+    let frames: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| *line != "stack")
+        .skip(1)
+        .take_while(|line| *line != "--")
+        .map(str::trim)
+        .collect();
+    let c = frame_index(&frames, "chain_c+");
+    let b = frame_index(&frames, "chain_b+");
+    let a = frame_index(&frames, "chain_a+");
+    assert_eq!((c, b, a), (0, 1, 2), "chain_c, chain_b, chain_a are not the first three frames: {frames:?}");
+    let main = frames.iter().position(|frame| frame.starts_with("main+"));
+    assert!(main.is_some_and(|main| main > a), "no `main` frame below chain_a: {frames:?}");
+    assert!(
+        frames.iter().any(|frame| frame.starts_with("probe_test_helper::main+")),
+        "the Rust main function is missing: {frames:?}"
+    );
+}
+
+#[test]
+fn ustack_key_counts_calls() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ @[ustack(3)] = count(); }}"), "call-chain 5");
+    let expected_start = "@[\n        chain_c+0";
+    assert!(stdout.contains(expected_start), "no chain_c stack key:\n{stdout}");
+    let key: Vec<&str> = stdout.lines().skip_while(|line| *line != "@[").skip(1).take(3).map(str::trim).collect();
+    assert!(key[1].starts_with("chain_b+") && key[2].starts_with("chain_a+"), "unexpected frames {key:?}:\n{stdout}");
+    assert!(stdout.contains("]: 5"), "the stack was not counted 5 times:\n{stdout}");
+}
+
+#[test]
+fn uretprobe_reads_return_value() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    // chain_a(0) calls chain_b(1), which calls chain_c(3), which returns 6.
+    let stdout = run_script(
+        &format!("uretprobe:{helper}:chain_c {{ printf(\"%s returned %d\\n\", func, retval); }}"),
+        "call-chain 1",
+    );
+    assert!(stdout.contains("chain_c returned 6"), "no return value:\n{stdout}");
+}
+
+#[test]
+fn str_keeps_requested_lengths() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let lengths = [15, 16, 63, 64, 65, 255, 1000];
+    let arguments: Vec<String> = lengths.iter().map(usize::to_string).collect();
+    let stdout = run_script(
+        &format!(
+            "uprobe:{helper}:take_string {{ printf(\"full %d %s\\n\", arg1, str(arg0, 1000)); \
+             printf(\"default %d %s\\n\", arg1, str(arg0)); printf(\"sixteen %d %s\\n\", arg1, str(arg0, 16)); }}"
+        ),
+        &format!("strings {}", arguments.join(" ")),
+    );
+    for length in lengths {
+        let text = pattern(length);
+        let full = format!("full {length} {text}");
+        assert!(stdout.lines().any(|line| line == full), "str(arg0, 1000) of {length} characters is not exact:\n{stdout}");
+
+        // The default length is 63 characters, as bpftrace's 64-byte buffer.
+        let default = if length <= 63 { text.clone() } else { format!("{}...", &text[..63]) };
+        let default = format!("default {length} {default}");
+        assert!(stdout.lines().any(|line| line == default), "expected `{default}` in:\n{stdout}");
+
+        let sixteen = if length <= 16 { text.clone() } else { format!("{}...", &text[..16]) };
+        let sixteen = format!("sixteen {length} {sixteen}");
+        assert!(stdout.lines().any(|line| line == sixteen), "expected `{sixteen}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn buf_and_symbols_render() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let stdout = run_script(
+        &format!(
+            "uprobe:{helper}:take_string {{ printf(\"buf %r\\n\", buf(arg0, 5)); printf(\"ntop %s\\n\", ntop(0x0100007f)); \
+             printf(\"ksym %s\\n\", ksym(kaddr(\"vfs_read\"))); printf(\"func %s\\n\", func); }}"
+        ),
+        "strings 10",
+    );
+    assert!(stdout.contains("buf 01234\n"), "buf(arg0, 5):\n{stdout}");
+    assert!(stdout.contains("ntop 127.0.0.1\n"), "ntop:\n{stdout}");
+    assert!(stdout.contains("ksym vfs_read\n"), "ksym(kaddr(\"vfs_read\")):\n{stdout}");
+    assert!(stdout.contains("func take_string\n"), "func:\n{stdout}");
+}
+
+#[test]
+fn pid_filter_limits_uprobes() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let start = |count: &str| {
+        Command::new(&helper)
+            .args(["call-chain", count, "--delay-ms", "1500", "--linger-ms", "300"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start probe-test-helper")
+    };
+    let mut traced = start("3");
+    let mut other = start("4");
+    let output = run(Command::new(bin("probe")).args([
+        "run",
+        "-p",
+        &traced.id().to_string(),
+        "-e",
+        &format!("uprobe:{helper}:chain_c {{ @calls[pid] = count(); }}"),
+    ]));
+    let _ = traced.wait();
+    let _ = other.wait();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "probe run failed:\n{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains(&format!("@calls[{}]: 3", traced.id())), "the traced process was not counted:\n{stdout}");
+    assert!(!stdout.contains(&format!("@calls[{}]", other.id())), "the other process was traced too:\n{stdout}");
+}
+
+#[test]
+fn missing_function_fails_fast() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let marker = std::env::temp_dir().join(format!("probe-host-user-{}-marker", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let started = Instant::now();
+    let output = run(Command::new(bin("probe")).args([
+        "run",
+        "-e",
+        &format!("uprobe:{helper}:chain_z {{ printf(\"hit\\n\"); }}"),
+        "-c",
+        &format!("/usr/bin/touch {}", marker.display()),
+    ]));
+    let elapsed = started.elapsed();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(elapsed < Duration::from_secs(1), "failing took {elapsed:?}");
+    assert!(stderr.contains("function `chain_z` not found"), "the function is not named:\n{stderr}");
+    assert!(stderr.contains(&helper), "the binary is not named:\n{stderr}");
+    assert!(stderr.contains("chain_a") || stderr.contains("chain_c"), "no close matches:\n{stderr}");
+    // The -c command was never let run.
+    thread::sleep(Duration::from_millis(100));
+    assert!(!marker.exists(), "the -c command ran although the script failed");
+}
+
+#[test]
+fn missing_binary_fails_fast() {
+    if !is_root() {
+        return;
+    }
+    let missing = PathBuf::from("/nonexistent/probe-test-binary");
+    let started = Instant::now();
+    let output = run(Command::new(bin("probe")).args(["run", "-e", &format!("uprobe:{}:main {{ }}", missing.display())]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(1), "failing took {:?}", started.elapsed());
+    assert!(stderr.contains("binary `/nonexistent/probe-test-binary` not found"), "stderr:\n{stderr}");
+    assert!(stderr.contains("uprobe:/nonexistent/probe-test-binary:main"), "the function is not shown:\n{stderr}");
+}
+
+#[test]
+fn library_name_resolves_like_loader() {
+    if !is_root() {
+        return;
+    }
+    // A dry run resolves the library by name and loads the program
+    // without attaching it.
+    let output = run(Command::new(bin("probe")).args(["run", "--dry-run", "-e", "uprobe:libc:getpid { @ = count(); }"]));
+    assert!(output.status.success(), "stderr:\n{}", text(&output.stderr));
+    let output = run(Command::new(bin("probe")).args(["run", "--dry-run", "-e", "uretprobe:libc:getpidd { }"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("function `getpidd` not found in `") && stderr.contains("libc.so"), "stderr:\n{stderr}");
+    assert!(stderr.contains("getpid"), "no close match:\n{stderr}");
+}
