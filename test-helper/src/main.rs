@@ -42,6 +42,10 @@ enum Command {
     Open {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Milliseconds to sleep before exiting, so that a tracer can
+        /// still read this process's mappings to name user stack frames.
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
     },
 
     /// Open and close PATH COUNT times, sleeping INTERVAL_MS milliseconds
@@ -151,7 +155,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Open { paths } => open_all(&paths),
+        Command::Open { paths, linger_ms } => {
+            let result = open_all(&paths);
+            std::thread::sleep(Duration::from_millis(linger_ms));
+            result
+        }
         Command::OpenLoop {
             path,
             interval_ms,

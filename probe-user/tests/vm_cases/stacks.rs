@@ -67,3 +67,48 @@ fn fentry_kstack_keeps_immediate_caller() {
     assert_syscall_stack(&[printed[0], printed[1], "do_syscall_64+0", "entry_SYSCALL_64+0"], "fentry printf");
     assert!(!stdout.contains("bpf_trampoline"), "trampoline frames were printed:\n{stdout}");
 }
+
+#[test]
+fn example_follow_open_crosses_into_kernel() {
+    if !kernel_expected_to_have("kprobe") {
+        eprintln!("skipped: the kernel has no kprobes");
+        return;
+    }
+    let examples = std::env::var("PROBE_EXAMPLES_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../examples").to_owned());
+    let helper = bin("probe-test-helper");
+    let output = run(Command::new(bin("probe")).args([
+        "run",
+        &format!("{examples}/follow_open.bt"),
+        "-c",
+        // User frames are named from the process's mappings, so the
+        // helper waits for the tracer before it exits.
+        &format!("{} open /etc/hostname --linger-ms 1500", helper.display()),
+    ]));
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&output.stderr));
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    let position = |wanted: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(wanted))
+            .unwrap_or_else(|| panic!("no line with `{wanted}` in:\n{stdout}"))
+    };
+    let called = position("called openat(\"/etc/hostname\") from:");
+    let entered = position("entered the system call openat(\"/etc/hostname\")");
+    let kernel = position("kernel do_filp_open, reached through:");
+    let returned = position("openat returned 3");
+    assert!(called < entered && entered < kernel && kernel < returned, "the steps are out of order:\n{stdout}");
+
+    let user_stack = &lines[called + 1..entered];
+    assert!(user_stack[0].trim().starts_with("openat"), "the user stack does not start in openat:\n{stdout}");
+    // open_read_only may be inlined into open_all.
+    assert!(
+        user_stack[1].contains("probe_test_helper::open_"),
+        "the user stack does not show the helper's caller of openat:\n{stdout}"
+    );
+    let kernel_stack: Vec<&str> = lines[kernel + 1..returned].iter().map(|line| line.trim()).collect();
+    assert!(kernel_stack[0].starts_with("do_filp_open+"), "the kernel stack does not start at do_filp_open: {kernel_stack:?}");
+    assert!(kernel_stack.iter().any(|frame| frame.starts_with("do_sys_openat2+")), "{kernel_stack:?}");
+}
