@@ -122,7 +122,9 @@ fn str_keeps_requested_lengths() {
     let stdout = run_script(
         &format!(
             "uprobe:{helper}:take_string {{ printf(\"full %d %s\\n\", arg1, str(arg0, 1000)); \
-             printf(\"default %d %s\\n\", arg1, str(arg0)); printf(\"sixteen %d %s\\n\", arg1, str(arg0, 16)); }}"
+             printf(\"default %d %s\\n\", arg1, str(arg0)); printf(\"sixteen %d %s\\n\", arg1, str(arg0, 16)); \
+             printf(\"sized %d %s\\n\", arg1, str(arg0, arg1)); printf(\"half %d %s\\n\", arg1, str(arg0, arg1 / 2)); \
+             print(str(arg0, 1000)); }}"
         ),
         &format!("strings {}", arguments.join(" ")),
     );
@@ -135,6 +137,13 @@ fn str_keeps_requested_lengths() {
         let default = if length <= 63 { text.clone() } else { format!("{}...", &text[..63]) };
         let default = format!("default {length} {default}");
         assert!(stdout.lines().any(|line| line == default), "expected `{default}` in:\n{stdout}");
+
+        // A count known only at run time reads up to 1024 characters.
+        let sized = format!("sized {length} {text}");
+        assert!(stdout.lines().any(|line| line == sized), "str(arg0, arg1) of {length} characters is not exact:\n{stdout}");
+        let half = format!("half {length} {}...", &text[..length / 2]);
+        assert!(stdout.lines().any(|line| line == half), "expected `{half}` in:\n{stdout}");
+        assert!(stdout.lines().any(|line| line == text), "print(str(arg0, 1000)) of {length} characters:\n{stdout}");
 
         let sixteen = if length <= 16 { text.clone() } else { format!("{}...", &text[..16]) };
         let sixteen = format!("sixteen {length} {sixteen}");
@@ -248,4 +257,41 @@ fn library_name_resolves_like_loader() {
     assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("function `getpidd` not found in `") && stderr.contains("libc.so"), "stderr:\n{stderr}");
     assert!(stderr.contains("getpid"), "no close match:\n{stderr}");
+}
+
+#[test]
+fn go_binary_refuses_uretprobe() {
+    if !is_root() {
+        return;
+    }
+    // A copy of the helper with the section that marks Go programs; the
+    // tool recognizes Go by it. objcopy comes with binutils, which cargo's
+    // linker needs anyway.
+    let copy = std::env::temp_dir().join(format!("probe-host-user-{}-go", std::process::id()));
+    let status = Command::new("objcopy")
+        .args(["--add-section", ".gopclntab=/dev/null"])
+        .arg(bin("probe-test-helper"))
+        .arg(&copy)
+        .status()
+        .expect("run objcopy");
+    assert!(status.success(), "objcopy failed");
+    let path = copy.display().to_string();
+
+    let output = run(Command::new(bin("probe")).args(["run", "--dry-run", "-e", &format!("uretprobe:{path}:chain_c {{ }}")]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("is a Go program, and a uretprobe can crash it"), "stderr:\n{stderr}");
+    assert!(stderr.contains("--unsafe-go-uretprobe"), "no way to force it:\n{stderr}");
+
+    let forced = run(Command::new(bin("probe")).args([
+        "run",
+        "--dry-run",
+        "--unsafe-go-uretprobe",
+        "-e",
+        &format!("uretprobe:{path}:chain_c {{ }}"),
+    ]));
+    assert!(forced.status.success(), "stderr:\n{}", text(&forced.stderr));
+    let entry = run(Command::new(bin("probe")).args(["run", "--dry-run", "-e", &format!("uprobe:{path}:chain_c {{ }}")]));
+    assert!(entry.status.success(), "a uprobe on a Go program was refused:\n{}", text(&entry.stderr));
+    let _ = std::fs::remove_file(&copy);
 }

@@ -7,7 +7,7 @@
 //! the spec carries them.
 
 use super::{
-    Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val, expr::function_names, helper,
+    Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val, expr::function_names, helper, strings::RecordString,
 };
 use crate::{
     script::{
@@ -59,6 +59,9 @@ pub enum ArgSpec {
     /// in a buffer of `chars + 2` bytes: a string longer than `chars`
     /// fills the extra byte and prints cut, with `...` after it.
     CappedStr { offset: u32, chars: u32 },
+    /// A string that `str(pointer, count)` read with a run-time count:
+    /// the count (u64), then a buffer of `capacity + 2` bytes.
+    SizedStr { offset: u32, capacity: u32 },
     /// A stack from `bpf_get_stack`: the byte count (i64), the process
     /// id (u64), then up to `frames` addresses.
     /// `capacity` may exceed `frames` by the glue frames that user space
@@ -108,16 +111,14 @@ impl OutputSpec {
                     let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                     Arg::Str(String::from_utf8_lossy(&bytes[..text_end]).into_owned())
                 }
-                ArgSpec::CappedStr { offset, chars } => {
-                    let start = (*offset as usize).min(record.len());
-                    let end = (start + *chars as usize + 2).min(record.len());
-                    let bytes = &record[start..end];
-                    let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                    let mut text = String::from_utf8_lossy(&bytes[..text_end.min(*chars as usize)]).into_owned();
-                    if text_end > *chars as usize {
-                        text.push_str(TRUNCATION_MARK);
-                    }
-                    Arg::Str(text)
+                ArgSpec::CappedStr { offset, chars } => Arg::Str(capped_string(record, *offset as usize, *chars as usize)),
+                ArgSpec::SizedStr { offset, capacity } => {
+                    let start = *offset as usize;
+                    let count = record
+                        .get(start..start + 8)
+                        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                    let chars = count.min(u64::from(*capacity)) as usize;
+                    Arg::Str(capped_string(record, start + 8, chars))
                 }
                 ArgSpec::Stack { offset, user, frames, capacity } => {
                     let start = (*offset as usize).min(record.len());
@@ -146,6 +147,21 @@ impl OutputSpec {
     }
 }
 
+/// Returns the string at `start` in a record, cut to `chars` characters
+/// with [`TRUNCATION_MARK`] when the buffer's one extra character shows
+/// that it was longer.
+fn capped_string(record: &[u8], start: usize, chars: usize) -> String {
+    let start = start.min(record.len());
+    let end = (start + chars + 2).min(record.len());
+    let bytes = &record[start..end];
+    let text_end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let mut text = String::from_utf8_lossy(&bytes[..text_end.min(chars)]).into_owned();
+    if text_end > chars {
+        text.push_str(TRUNCATION_MARK);
+    }
+    text
+}
+
 /// One value to put in a record.
 enum Part {
     Int(VReg, IntTy),
@@ -153,6 +169,8 @@ enum Part {
     Const(Arg),
     /// `str(address, chars)`, read straight into the record.
     ReadStr { address: VReg, user: bool, chars: u32 },
+    /// `str(address, count)` with a count known at run time.
+    ReadSizedStr { address: VReg, user: bool, count: VReg, capacity: u32 },
     Stack { user: bool, frames: u32 },
     Special(Slot, Special),
 }
@@ -315,8 +333,11 @@ impl Codegen<'_> {
         let value = match &expr.kind {
             ExprKind::Call { name, args } if name.text == "str" && conversion.kind == 's' => {
                 match self.str_for_record(args, expr.span)? {
-                    Ok((address, user, chars)) => return Ok(Part::ReadStr { address, user, chars }),
-                    Err(value) => value,
+                    RecordString::Fixed { address, user, chars } => return Ok(Part::ReadStr { address, user, chars }),
+                    RecordString::Sized { address, user, count, capacity } => {
+                        return Ok(Part::ReadSizedStr { address, user, count, capacity });
+                    }
+                    RecordString::Value(value) => value,
                 }
             }
             _ => self.expr(expr)?,
@@ -385,6 +406,11 @@ impl Codegen<'_> {
                 return self.print_map(args, span);
             }
         }
+        if matches!(&value.kind, ExprKind::Call { name, .. } if name.text == "str") {
+            let conversion = Conversion { kind: 's', ..Conversion::default() };
+            let part = self.printf_part(&conversion, value)?;
+            return Ok(self.print_part('s', part));
+        }
         let value_span = value.span;
         let value = self.expr(value)?;
         let (kind, part) = match value {
@@ -399,6 +425,12 @@ impl Codegen<'_> {
                 ('s', Part::Str(slot, len))
             }
         };
+        Ok(self.print_part(kind, part))
+    }
+
+    /// Sends one value that `print()` prints with conversion `kind` and a
+    /// newline.
+    fn print_part(&mut self, kind: char, part: Part) -> Val {
         let segments = vec![
             Segment::Conversion(Conversion { kind, ..Conversion::default() }),
             Segment::Literal("\n".into()),
@@ -408,7 +440,7 @@ impl Codegen<'_> {
         let spec = self.write_part(&record, &mut offset, part);
         let index = self.add_output(OutputSpec::Printf { segments, args: vec![spec] });
         self.submit_record(record, index, offset);
-        Ok(Val::Void)
+        Val::Void
     }
 
     /// Reserves a record in the events ring buffer and jumps to the end of
@@ -446,9 +478,21 @@ impl Codegen<'_> {
                 spec
             }
             Part::Const(arg) => ArgSpec::Const(arg),
+            Part::ReadSizedStr { address, user, count, capacity } => {
+                self.f.push(Inst::Store { size: Size::DW, base: record.pointer, off: *offset as i16, src: count.into() });
+                // One character more than asked shows whether the string
+                // was longer.
+                let len = self.f.vreg();
+                self.f.push(Inst::Mov { dst: len, src: count.into() });
+                self.f.push(Inst::Alu { op: AluOp::Add, dst: len, src: Value::Imm(2), wide: true });
+                self.read_string_to_record(record.pointer, *offset + 8, address, user, len.into());
+                let spec = ArgSpec::SizedStr { offset: *offset, capacity };
+                *offset += 8 + (capacity + 2).div_ceil(8) * 8;
+                spec
+            }
             Part::ReadStr { address, user, chars } => {
                 let len = chars + 2;
-                self.read_string_to_record(record.pointer, *offset, address, user, len);
+                self.read_string_to_record(record.pointer, *offset, address, user, Value::Imm(len as i32));
                 let spec = ArgSpec::CappedStr { offset: *offset, chars };
                 *offset += len.div_ceil(8) * 8;
                 spec

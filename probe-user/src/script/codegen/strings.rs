@@ -8,6 +8,9 @@ use super::{Codegen, Result, Val, helper};
 
 /// Most characters `str()` reads into a `printf` or `print` record.
 pub const MAX_PRINTED_STRLEN: u32 = 4095;
+/// Most characters `str(pointer, length)` reads into a record when
+/// `length` is not a literal: the record always has room for this many.
+pub const MAX_RUNTIME_STRLEN: u32 = 1024;
 /// Most characters of a string kept on the 512-byte BPF stack: in a
 /// variable, a map key or value, or a comparison.
 pub const MAX_STACK_STRLEN: u32 = 200;
@@ -21,6 +24,16 @@ use crate::{
         span::Span,
     },
 };
+
+/// A `str()` argument of `printf` or `print`.
+pub(crate) enum RecordString {
+    /// Up to `chars` characters, with room for one more that shows a cut.
+    Fixed { address: VReg, user: bool, chars: u32 },
+    /// Up to `count` characters, a register at most `capacity`.
+    Sized { address: VReg, user: bool, count: VReg, capacity: u32 },
+    /// Already a string value, such as a `char` array field.
+    Value(Val),
+}
 
 /// Pieces of at most 8 bytes that cover `len` bytes: `(offset, size)`.
 pub(crate) fn pieces(len: u32) -> impl Iterator<Item = (u32, Size)> {
@@ -169,26 +182,45 @@ impl Codegen<'_> {
     /// the string straight into the record, so that it may be longer than
     /// the BPF stack. Returns the value instead when the argument is
     /// already a string.
-    pub(crate) fn str_for_record(&mut self, args: &[Expr], span: Span) -> Result<std::result::Result<(VReg, bool, u32), Val>> {
-        let chars = self.str_length(args, span, MAX_PRINTED_STRLEN, "in printf")?;
-        match self.expr(&args[0])? {
-            Val::Ptr { reg, user, .. } => Ok(Ok((reg, user, chars))),
-            Val::Int { reg, .. } => Ok(Ok((reg, self.in_user_space(), chars))),
+    pub(crate) fn str_for_record(&mut self, args: &[Expr], span: Span) -> Result<RecordString> {
+        let runtime_length = args.get(1).filter(|length| !matches!(length.kind, ExprKind::Integer(_)));
+        let chars = match runtime_length {
+            Some(_) if args.len() == 2 => MAX_RUNTIME_STRLEN,
+            _ => self.str_length(args, span, MAX_PRINTED_STRLEN, "in printf")?,
+        };
+        let (address, user, chars) = match self.expr(&args[0])? {
+            Val::Ptr { reg, user, .. } => (reg, user, chars),
+            Val::Int { reg, .. } => (reg, self.in_user_space(), chars),
             Val::Mem { addr, type_id, user } if self.char_array_len(type_id).is_some() => {
                 let array_len = self.char_array_len(type_id).unwrap_or(1);
-                Ok(Ok((addr, user, chars.min(array_len.max(1)))))
+                (addr, user, chars.min(array_len.max(1)))
             }
-            value @ (Val::Str { .. } | Val::Lit(_)) => Ok(Err(value)),
+            value @ (Val::Str { .. } | Val::Lit(_)) if runtime_length.is_none() => return Ok(RecordString::Value(value)),
             other => {
                 let description = self.describe(&other);
-                Err(self.error(Diagnostic::error(args[0].span, format!("str() needs a pointer, found {description}"))))
+                return Err(self.error(Diagnostic::error(args[0].span, format!("str() needs a pointer, found {description}"))));
             }
-        }
+        };
+        let Some(length) = runtime_length else {
+            return Ok(RecordString::Fixed { address, user, chars });
+        };
+        let (requested, _) = self.int_expr(length)?;
+        // The count, as unsigned, kept in [0, chars] where the verifier
+        // can see it: a negative count reads the most.
+        let count = self.f.vreg();
+        self.f.push(Inst::Mov { dst: count, src: requested.into() });
+        let within = self.f.label();
+        self.f.push(Inst::Branch { op: JmpOp::Le, lhs: count, rhs: Value::Imm(chars as i32), target: within });
+        self.f.push(Inst::Mov { dst: count, src: Value::Imm(chars as i32) });
+        self.f.push(Inst::Label(within));
+        Ok(RecordString::Sized { address, user, count, capacity: chars })
     }
 
     /// Reads a NUL-terminated string at `address` into a record at
-    /// `offset`, as [`Codegen::read_string_into`] does into a slot.
-    pub(crate) fn read_string_to_record(&mut self, record: VReg, offset: u32, address: VReg, user: bool, len: u32) {
+    /// `offset`, as [`Codegen::read_string_into`] does into a slot. `len`
+    /// is the buffer size, a constant or a register the verifier can
+    /// bound.
+    pub(crate) fn read_string_to_record(&mut self, record: VReg, offset: u32, address: VReg, user: bool, len: Value) {
         let buffer_at = |codegen: &mut Self| {
             let buffer = codegen.f.vreg();
             codegen.f.push(Inst::Mov { dst: buffer, src: record.into() });
@@ -196,7 +228,7 @@ impl Codegen<'_> {
             buffer
         };
         let buffer = buffer_at(self);
-        let args = vec![buffer.into(), Value::Imm(len as i32), address.into()];
+        let args = vec![buffer.into(), len.clone(), address.into()];
         if user {
             self.f.push(Inst::Call { helper: helper::PROBE_READ_USER_STR, args, ret: None });
             return;
@@ -208,7 +240,7 @@ impl Codegen<'_> {
         let buffer = buffer_at(self);
         self.f.push(Inst::Call {
             helper: helper::PROBE_READ_USER_STR,
-            args: vec![buffer.into(), Value::Imm(len as i32), address.into()],
+            args: vec![buffer.into(), len, address.into()],
             ret: None,
         });
         self.f.push(Inst::Label(done));

@@ -357,3 +357,60 @@ fn unassigned_variable_is_an_error() {
     assert!(rendered.starts_with("error: `$x` is used before it is assigned\n  --> -e:1:40\n"), "{rendered}");
     assert!(rendered.ends_with(&hint), "{rendered}");
 }
+
+const OPENAT: &str = "tracepoint:syscalls:sys_enter_openat";
+
+#[test]
+fn stacks_compile_in_printf_and_keys() {
+    let compiled = compile_ok(&format!(
+        "{OPENAT} {{ printf(\"%s\", kstack); print(ustack(3)); @k[kstack(5), comm] = count(); @u[ustack] = count(); }}"
+    ));
+    // One stack trace map per kind and frame limit.
+    assert_eq!(compiled.stack_maps, vec![(false, 5), (true, 127)]);
+    assert!(compiled.map_names().contains(&"stack_1".to_owned()));
+}
+
+#[test]
+fn stack_limit_is_checked() {
+    assert!(compile_err(&format!("{OPENAT} {{ print(kstack(0)); }}")).contains("invalid frame limit 0"));
+    assert!(compile_err(&format!("{OPENAT} {{ print(kstack(128)); }}")).contains("use 1 to 127 frames"));
+    assert!(compile_err(&format!("{OPENAT} {{ $n = 3; print(kstack($n)); }}")).contains("must be an integer literal"));
+    assert!(compile_err("BEGIN { print(ustack); }").contains("`ustack` is not available in BEGIN"));
+    assert!(compile_err(&format!("{OPENAT} {{ $s = kstack; }}")).contains("cannot assign a kernel stack"));
+}
+
+#[test]
+fn str_length_limits_depend_on_use() {
+    compile_ok(&format!("{OPENAT} {{ printf(\"%s\\n\", str(args.filename, 4095)); }}"));
+    let error = compile_err(&format!("{OPENAT} {{ printf(\"%s\\n\", str(args.filename, 4096)); }}"));
+    assert!(error.contains("str() reads at most 4095 characters in printf, not 4096"), "{error}");
+    compile_ok(&format!("{OPENAT} {{ @[str(args.filename, 200)] = count(); }}"));
+    let error = compile_err(&format!("{OPENAT} {{ @[str(args.filename, 201)] = count(); }}"));
+    assert!(error.contains("at most 200 characters outside printf and print"), "{error}");
+    assert!(error.contains("read up to 4095 characters"), "{error}");
+}
+
+#[test]
+fn buf_needs_percent_r() {
+    compile_ok(&format!("{OPENAT} {{ printf(\"%r\\n\", buf(args.filename, 16)); @[buf(args.filename, 8)] = count(); }}"));
+    assert!(compile_err(&format!("{OPENAT} {{ printf(\"%s\\n\", buf(args.filename, 16)); }}")).contains("print it with `%r`"));
+    assert!(compile_err(&format!("{OPENAT} {{ printf(\"%r\\n\", comm); }}")).contains("`%r` needs a buf() value"));
+    assert!(compile_err(&format!("{OPENAT} {{ print(buf(args.filename, 2000)); }}")).contains("invalid buf() length 2000"));
+}
+
+#[test]
+fn symbols_and_addresses_compile() {
+    compile_ok(&format!(
+        "{OPENAT} {{ printf(\"%s %s %s\\n\", ksym(args.filename), usym(args.filename), ntop(args.dfd)); @[ntop(2, args.dfd)] = count(); }}"
+    ));
+    assert!(compile_err(&format!("{OPENAT} {{ print(ntop(comm)); }}")).contains("ntop() needs an address"));
+    assert!(compile_err(&format!("{OPENAT} {{ print(kaddr(\"x\")); }}")).contains("kaddr() needs the kernel's symbol table"));
+}
+
+#[test]
+fn uprobe_without_binary_is_explained() {
+    let error = compile_err("uprobe:main { }");
+    assert!(error.contains("the uprobe names no binary"), "{error}");
+    let error = compile_err("uprobe:/nonexistent/binary:main { }");
+    assert!(error.contains("binary `/nonexistent/binary` not found"), "{error}");
+}
