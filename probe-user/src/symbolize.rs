@@ -91,7 +91,7 @@ impl Default for Resolver {
 }
 
 impl Resolver {
-    /// Creates a resolver over `stack_maps`: each map with whether it holds
+    /// Creates a resolver over `stack_maps`: each map with whether it contains
     /// user stacks and its frame limit.
     pub fn new(stack_maps: Vec<(StackTraceMap<MapData>, bool, u32)>) -> Self {
         Self {

@@ -169,7 +169,7 @@ fn is_elf(path: &Path) -> bool {
         && magic == *b"\x7fELF"
 }
 
-/// What a uprobe attaches to inside a binary.
+/// The place inside a binary that a uprobe attaches to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserLocation {
     /// A function symbol, plus an offset into it.
@@ -190,15 +190,71 @@ pub struct UserTarget {
     pub go: bool,
 }
 
+/// Most functions one wildcard uprobe may attach to: each is one program
+/// and one attachment.
+pub const MAX_GLOB_MATCHES: usize = 512;
+
+fn read_elf(path: &Path) -> Result<Vec<u8>, TargetError> {
+    fs::read(path).map_err(|err| TargetError::new(format!("failed to read `{}`: {err}", path.display())))
+}
+
+fn parse_elf<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, TargetError> {
+    object::File::parse(data).map_err(|err| {
+        TargetError::new(format!("`{}` is not an ELF file: {err}", path.display()))
+            .with_hint("uprobes attach to executables and shared libraries")
+    })
+}
+
+fn is_go(file: &object::File<'_>) -> bool {
+    file.section_by_name(".gopclntab").is_some() || file.section_by_name(".go.buildinfo").is_some()
+}
+
+/// Resolves every function of the ELF file at `path` whose name matches
+/// the glob `pattern`. Functions at one address under several names
+/// (aliases such as `openat` and `openat64`) are attached once, under the
+/// shortest name.
+pub fn resolve_glob(path: &Path, pattern: &str) -> Result<Vec<UserTarget>, TargetError> {
+    let data = read_elf(path)?;
+    let file = parse_elf(path, &data)?;
+    let go = is_go(&file);
+    let mut functions: Vec<(u64, &str)> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && !symbol.is_undefined() && symbol.address() != 0)
+        .filter_map(|symbol| Some((symbol.address(), symbol.name().ok()?)))
+        .filter(|(_, name)| crate::planner::glob_match(pattern, name))
+        .collect();
+    functions.sort_by_key(|&(address, name)| (address, name.len(), name));
+    functions.dedup_by_key(|(address, _)| *address);
+    if functions.is_empty() {
+        return Err(TargetError::new(format!("no function in `{}` matches `{pattern}`", path.display()))
+            .with_hint("list its functions with `nm -D --defined-only FILE` or `nm FILE`"));
+    }
+    if functions.len() > MAX_GLOB_MATCHES {
+        return Err(TargetError::new(format!(
+            "`{pattern}` matches {} functions in `{}`, more than the {MAX_GLOB_MATCHES} one uprobe may attach to",
+            functions.len(),
+            path.display()
+        ))
+        .with_hint("use a narrower pattern"));
+    }
+    functions
+        .into_iter()
+        .map(|(address, name)| {
+            let file_offset = file_offset_of(&file, address).ok_or_else(|| {
+                TargetError::new(format!("`{name}` at {address:#x} is not in any loadable segment of `{}`", path.display()))
+            })?;
+            Ok(UserTarget { path: path.to_path_buf(), file_offset, name: name.to_owned(), go })
+        })
+        .collect()
+}
+
 /// Resolves `location` in the ELF file at `path` to a file offset.
 pub fn resolve_location(path: &Path, location: &UserLocation) -> Result<UserTarget, TargetError> {
     let shown = path.display();
-    let data = fs::read(path).map_err(|err| TargetError::new(format!("failed to read `{shown}`: {err}")))?;
-    let file = object::File::parse(&*data).map_err(|err| {
-        TargetError::new(format!("`{shown}` is not an ELF file: {err}"))
-            .with_hint("uprobes attach to executables and shared libraries")
-    })?;
-    let go = file.section_by_name(".gopclntab").is_some() || file.section_by_name(".go.buildinfo").is_some();
+    let data = read_elf(path)?;
+    let file = parse_elf(path, &data)?;
+    let go = is_go(&file);
 
     let (address, name) = match location {
         UserLocation::Address(address) => (*address, format!("{address:#x}")),
@@ -294,6 +350,17 @@ mod tests {
         let error = resolve_location(&path, &UserLocation::Symbol { name: "no_such_function_xyz".into(), offset: 0 })
             .unwrap_err();
         assert!(error.message.contains("function `no_such_function_xyz` not found"), "{}", error.message);
+    }
+
+    #[test]
+    fn glob_attaches_aliases_once() {
+        let path = resolve_binary("libc", None).expect("libc is installed");
+        let targets = resolve_glob(&path, "openat*").expect("libc has openat");
+        let offsets: std::collections::HashSet<u64> = targets.iter().map(|target| target.file_offset).collect();
+        assert_eq!(offsets.len(), targets.len(), "an address was attached twice: {targets:?}");
+        assert!(targets.iter().any(|target| target.name == "openat"), "{targets:?}");
+        let error = resolve_glob(&path, "no_such_function_*").unwrap_err();
+        assert!(error.message.contains("no function in"), "{}", error.message);
     }
 
     #[test]

@@ -295,3 +295,15 @@ fn go_binary_refuses_uretprobe() {
     assert!(entry.status.success(), "a uprobe on a Go program was refused:\n{}", text(&entry.stderr));
     let _ = std::fs::remove_file(&copy);
 }
+
+#[test]
+fn uprobe_glob_attaches_each_match() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let stdout = run_script(&format!("uprobe:{helper}:chain_? {{ @[func] = count(); }}"), "call-chain 2");
+    for function in ["chain_a", "chain_b", "chain_c"] {
+        assert!(stdout.contains(&format!("@[{function}]: 2")), "{function} was not counted twice:\n{stdout}");
+    }
+}

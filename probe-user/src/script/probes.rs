@@ -249,6 +249,9 @@ pub fn resolve(point: &AttachPoint, env: &Environment, notes: &mut Vec<Diagnosti
             };
             resolve_fentry(&request, point.provider == Provider::Fexit, function.span, env, notes)
         }
+        (Provider::Uprobe | Provider::Uretprobe, AttachTarget::Uprobe { binary, language, location }) => {
+            resolve_uprobe(point, binary.as_ref(), language.as_ref(), location, env)
+        }
         _ => resolve_one(point, env).map(|probe| vec![probe]),
     }
 }
@@ -326,9 +329,6 @@ fn resolve_one(point: &AttachPoint, env: &Environment) -> Result<ResolvedProbe, 
             Ok(ResolvedProbe::new(kind, ArgSource::None))
         }
         (Provider::Lsm, AttachTarget::Lsm { hook }) => resolve_lsm(&hook.text, hook.span, env),
-        (Provider::Uprobe | Provider::Uretprobe, AttachTarget::Uprobe { binary, language, location }) => {
-            resolve_uprobe(point, binary.as_ref(), language.as_ref(), location, env)
-        }
         (provider, _) => Err(Diagnostic::error(
             point.span,
             format!("`{}` probes are not supported yet", provider.name()),
@@ -371,7 +371,7 @@ fn resolve_uprobe(
     language: Option<&super::ast::Name>,
     location: &Location,
     env: &Environment,
-) -> Result<ResolvedProbe, Diagnostic> {
+) -> Result<Vec<ResolvedProbe>, Diagnostic> {
     use crate::uprobe::{self, UserLocation};
 
     let ret = point.provider == Provider::Uretprobe;
@@ -390,37 +390,51 @@ fn resolve_uprobe(
                 .with_hint("write `uprobe:BINARY:FUNCTION`, or give -p PID to probe that process's executable"));
         }
     };
-    let (user_location, span) = match location {
-        Location::Symbol { name, offset } => {
-            if name.text.contains(['*', '?']) {
-                return Err(Diagnostic::error(name.span, format!("wildcards (`{}`) in uprobes are not supported yet", name.text))
-                    .with_hint("name one function per attach point; several attach points may share a block"));
+    let targets = match location {
+        Location::Symbol { name, offset } if crate::planner::is_glob(&name.text) => {
+            if let Some(offset) = offset {
+                return Err(Diagnostic::error(offset.span, "a wildcard uprobe cannot take an offset")
+                    .with_hint("name one function to attach at an offset into it"));
             }
-            let offset = offset.as_ref().map_or(0, |number| number.value);
-            (UserLocation::Symbol { name: name.text.clone(), offset }, name.span)
+            uprobe::resolve_glob(&path, &name.text).map_err(|err| target_diagnostic(err, name.span))?
         }
-        Location::Address(number) => (UserLocation::Address(number.value), number.span),
+        Location::Symbol { name, offset } => {
+            let offset = offset.as_ref().map_or(0, |number| number.value);
+            let location = UserLocation::Symbol { name: name.text.clone(), offset };
+            vec![uprobe::resolve_location(&path, &location).map_err(|err| target_diagnostic(err, name.span))?]
+        }
+        Location::Address(number) => {
+            let location = UserLocation::Address(number.value);
+            vec![uprobe::resolve_location(&path, &location).map_err(|err| target_diagnostic(err, number.span))?]
+        }
     };
-    let target = uprobe::resolve_location(&path, &user_location).map_err(|err| target_diagnostic(err, span))?;
-    if ret && target.go && !env.allow_go_uretprobe {
+    let go = targets.first().is_some_and(|target| target.go);
+    if ret && go && !env.allow_go_uretprobe {
         return Err(Diagnostic::error(
             point.span,
             format!("`{}` is a Go program, and a uretprobe can crash it", path.display()),
         )
         .with_hint("Go moves goroutine stacks, which breaks the return address a uretprobe plants; trace the returns with uprobes on the function's `RET` instructions, or pass --unsafe-go-uretprobe to attach anyway"));
     }
-    let mut probe = ResolvedProbe::new(
-        ProbeKind::Uprobe {
-            path: target.path.display().to_string(),
-            offset: target.file_offset,
-            name: target.name,
-            ret,
-            pid: env.target_pid,
-        },
-        ArgSource::Registers(None),
-    );
-    probe.untyped_reason = Some("user-space functions have no BTF prototypes here: use arg0 ... arg5".into());
-    Ok(probe)
+    let optional = targets.len() > 1;
+    Ok(targets
+        .into_iter()
+        .map(|target| {
+            let mut probe = ResolvedProbe::new(
+                ProbeKind::Uprobe {
+                    path: target.path.display().to_string(),
+                    offset: target.file_offset,
+                    name: target.name,
+                    ret,
+                    pid: env.target_pid,
+                },
+                ArgSource::Registers(None),
+            );
+            probe.untyped_reason = Some("user-space functions have no BTF prototypes here: use arg0 ... arg5".into());
+            probe.optional = optional;
+            probe
+        })
+        .collect())
 }
 
 fn target_diagnostic(err: crate::uprobe::TargetError, span: Span) -> Diagnostic {
