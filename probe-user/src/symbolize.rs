@@ -231,8 +231,13 @@ impl From<&symbolize::Sym<'_>> for UserSymbol {
 }
 
 impl UserSymbol {
-    fn format(&self, with_offset: bool) -> String {
-        let mut text = if with_offset { format!("{}+{}", self.name, self.offset) } else { self.name.clone() };
+    /// Formats a stack frame, `name+offset (file:line)`, or with
+    /// `as_frame` false the name alone, as `usym()` prints it.
+    fn format(&self, as_frame: bool) -> String {
+        if !as_frame {
+            return self.name.clone();
+        }
+        let mut text = format!("{}+{}", self.name, self.offset);
         if let Some(location) = &self.location {
             text.push_str(&format!(" ({location})"));
         }

@@ -249,6 +249,20 @@ pub fn resolve_glob(path: &Path, pattern: &str) -> Result<Vec<UserTarget>, Targe
         .collect()
 }
 
+/// Returns the names of the functions defined in the ELF file at `path`,
+/// sorted and without repeats.
+pub fn function_names(path: &Path) -> Result<Vec<String>, TargetError> {
+    let data = read_elf(path)?;
+    let file = parse_elf(path, &data)?;
+    let names: std::collections::BTreeSet<String> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && !symbol.is_undefined() && symbol.address() != 0)
+        .filter_map(|symbol| symbol.name().ok().map(str::to_owned))
+        .collect();
+    Ok(names.into_iter().collect())
+}
+
 /// Resolves `location` in the ELF file at `path` to a file offset.
 pub fn resolve_location(path: &Path, location: &UserLocation) -> Result<UserTarget, TargetError> {
     let shown = path.display();

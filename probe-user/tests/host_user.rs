@@ -171,6 +171,20 @@ fn buf_and_symbols_render() {
 }
 
 #[test]
+fn usym_names_function_pointer() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let stdout = run_script(
+        &format!("uprobe:{helper}:take_function {{ printf(\"usym %s\\n\", usym(arg0)); @[usym(arg0)] = count(); }}"),
+        "call-chain 1",
+    );
+    assert!(stdout.contains("usym chain_c\n"), "usym(arg0) in printf:\n{stdout}");
+    assert!(stdout.contains("@[chain_c]: 1"), "usym(arg0) as a map key:\n{stdout}");
+}
+
+#[test]
 fn pid_filter_limits_uprobes() {
     if !is_root() {
         return;
@@ -306,4 +320,18 @@ fn uprobe_glob_attaches_each_match() {
     for function in ["chain_a", "chain_b", "chain_c"] {
         assert!(stdout.contains(&format!("@[{function}]: 2")), "{function} was not counted twice:\n{stdout}");
     }
+}
+
+#[test]
+fn list_shows_binary_functions() {
+    let helper = helper_path();
+    let output = run(Command::new(bin("probe")).args(["list", &format!("uprobe:{helper}:chain_*")]));
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stderr:\n{}", text(&output.stderr));
+    let expected: Vec<String> = ["chain_a", "chain_b", "chain_c"].iter().map(|name| format!("uprobe:{helper}:{name}")).collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+
+    let output = run(Command::new(bin("probe")).args(["list", &format!("uprobe:{helper}:no_such_*")]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("no function in"), "stderr:\n{}", text(&output.stderr));
 }

@@ -90,7 +90,8 @@ enum Command {
     SleepThreads { threads: u32, ms: u64 },
 
     /// Sleep DELAY_MS milliseconds, call `chain_a`, which calls `chain_b`,
-    /// which calls `chain_c`, COUNT times, print `chain COUNT`, then sleep
+    /// which calls `chain_c`, COUNT times, pass `chain_c` to
+    /// `take_function` once, print `chain COUNT`, then sleep
     /// LINGER_MS milliseconds so that a tracer can still read this
     /// process's mappings.
     CallChain {
@@ -262,10 +263,18 @@ pub extern "C" fn take_string(text: *const std::ffi::c_char, length: usize) -> u
     std::hint::black_box(length)
 }
 
+/// Receives a function pointer, for `usym()` to name.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn take_function(function: extern "C" fn(u64) -> u64) -> u64 {
+    std::hint::black_box(function as usize as u64)
+}
+
 fn call_chain(count: u32, linger: Duration) {
     for index in 0..count {
         std::hint::black_box(chain_a(u64::from(index)));
     }
+    take_function(chain_c);
     println!("chain {count}");
     std::thread::sleep(linger);
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::CliError;
-use crate::{btf::Btf, btf::Kind, kallsyms::Kallsyms, planner::glob_match, tracepoint};
+use crate::{btf::Btf, btf::Kind, kallsyms::Kallsyms, planner::glob_match, tracepoint, uprobe};
 
 /// Options of `probe list`.
 #[derive(Clone, Debug, clap::Args)]
@@ -29,6 +29,11 @@ pub struct ListArgs {
 /// Lists the matching probes on standard output.
 pub fn run(args: &ListArgs) -> Result<(), CliError> {
     let pattern = args.pattern.as_deref().unwrap_or("*");
+    for provider in ["uprobe:", "uretprobe:"] {
+        if let Some(rest) = pattern.strip_prefix(provider) {
+            return list_user_functions(rest);
+        }
+    }
     let matches = |provider: &str, target: &str| {
         if pattern.contains(':') {
             glob_match(pattern, &format!("{provider}:{target}"))
@@ -130,4 +135,27 @@ fn prototype(btf: &Btf, function: &str) -> Option<String> {
         btf.type_name(signature.return_type),
         params.join(", ")
     ))
+}
+
+/// Lists the functions of one binary: `BINARY[:GLOB]` after `uprobe:`.
+fn list_user_functions(target: &str) -> Result<(), CliError> {
+    let (binary, glob) = target.split_once(':').unwrap_or((target, "*"));
+    let path = uprobe::resolve_binary(binary, None).map_err(|err| {
+        let hint = err.hint.map(|hint| format!(" ({hint})")).unwrap_or_default();
+        CliError::usage(format!("{}{hint}", err.message))
+    })?;
+    let names = uprobe::function_names(&path).map_err(|err| CliError::usage(err.message))?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut listed = 0;
+    for name in names.iter().filter(|name| glob_match(glob, name)) {
+        if writeln!(out, "uprobe:{}:{name}", path.display()).is_err() {
+            return Ok(());
+        }
+        listed += 1;
+    }
+    let _ = out.flush();
+    if listed == 0 {
+        return Err(CliError::usage(format!("no function in `{}` matches `{glob}`", path.display())));
+    }
+    Ok(())
 }
