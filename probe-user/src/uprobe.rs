@@ -311,14 +311,22 @@ fn missing_symbol(file: &object::File<'_>, path: &Path, name: &str) -> TargetErr
         .collect();
     let error = TargetError::new(format!("function `{name}` not found in `{}`", path.display()));
     if names.is_empty() {
-        return error.with_hint("the file has no function symbols (stripped?): attach at an address, `uprobe:BINARY:0xADDRESS`");
+        return error.with_hint("the file has no function symbols: attach at an address, `uprobe:BINARY:0xADDRESS`");
     }
     let matches = suggest::close_matches(name, names.iter().copied(), 3);
-    if matches.is_empty() {
-        error.with_hint("list its functions with `nm -D --defined-only FILE` or `nm FILE`")
+    let error = if matches.is_empty() {
+        error.with_hint(format!("list its functions with `probe list 'uprobe:{}:*'`", path.display()))
     } else {
         error.with_hint(format!("did you mean: {}?", matches.join(", ")))
+    };
+    if file.symbols().next().is_none() {
+        // Only the dynamic symbol table is left: internal functions have
+        // no names.
+        let mut error = error;
+        error.message.push_str(" (the file is stripped: only its exported functions have names)");
+        return error;
     }
+    error
 }
 
 /// Converts a virtual address to a file offset through the loadable
