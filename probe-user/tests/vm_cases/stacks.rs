@@ -52,8 +52,11 @@ fn fentry_kstack_keeps_immediate_caller() {
         eprintln!("skipped: the kernel has no fentry");
         return;
     }
+    // The kprobe shares the map, so both programs key it by one stack
+    // trace map.
     let stdout = run_with_cat(
-        "fentry:do_sys_openat2 /comm == \"cat\"/ { @f[kstack(5)] = count(); printf(\"printed%s--\\n\", kstack(3)); }",
+        "fentry:do_sys_openat2 /comm == \"cat\"/ { @f[kstack(5)] = count(); printf(\"printed%s--\\n\", kstack(3)); } \
+         kprobe:do_sys_openat2 /comm == \"cat\"/ { @f[kstack(5)] = count(); }",
     );
     assert_syscall_stack(&first_key_frames(&stdout, "@f"), "fentry key");
     let printed: Vec<&str> = stdout

@@ -64,9 +64,7 @@ pub enum ArgSpec {
     SizedStr { offset: u32, capacity: u32 },
     /// A stack from `bpf_get_stack`: the byte count (i64), the process
     /// id (u64), then up to `frames` addresses.
-    /// `capacity` may exceed `frames` by the glue frames that user space
-    /// drops from the top.
-    Stack { offset: u32, user: bool, frames: u32, capacity: u32 },
+    Stack { offset: u32, user: bool, frames: u32 },
     /// Bytes that user space renders, laid out as [`Special`] describes.
     Special { offset: u32, special: Special },
     Const(Arg),
@@ -120,9 +118,9 @@ impl OutputSpec {
                     let chars = count.min(u64::from(*capacity)) as usize;
                     Arg::Str(capped_string(record, start + 8, chars))
                 }
-                ArgSpec::Stack { offset, user, frames, capacity } => {
+                ArgSpec::Stack { offset, user, frames } => {
                     let start = (*offset as usize).min(record.len());
-                    let end = (start + 16 + *capacity as usize * 8).min(record.len());
+                    let end = (start + 16 + *frames as usize * 8).min(record.len());
                     let bytes = &record[start..end];
                     let word = |index: usize| {
                         bytes
@@ -130,7 +128,7 @@ impl OutputSpec {
                             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
                     };
                     let written = word(0) as i64;
-                    let count = if written > 0 { (written as usize / 8).min(*capacity as usize) } else { 0 };
+                    let count = if written > 0 { (written as usize / 8).min(*frames as usize) } else { 0 };
                     let addresses: Vec<u64> = (0..count).map(|index| word(index + 2)).collect();
                     Arg::Str(symbols.stack(*user, word(1) as u32, &addresses, *frames as usize))
                 }
@@ -498,10 +496,9 @@ impl Codegen<'_> {
                 spec
             }
             Part::Stack { user, frames } => {
-                let capacity = self.stack_capacity(user, frames);
-                self.write_stack(record.pointer, *offset, user, capacity);
-                let spec = ArgSpec::Stack { offset: *offset, user, frames, capacity };
-                *offset += 16 + capacity * 8;
+                self.write_stack(record.pointer, *offset, user, frames);
+                let spec = ArgSpec::Stack { offset: *offset, user, frames };
+                *offset += 16 + frames * 8;
                 spec
             }
             Part::Special(slot, special) => {
