@@ -2,6 +2,9 @@
 //! on probe-test-helper's `chain_a` -> `chain_b` -> `chain_c` and
 //! `take_string`, user and kernel stacks, strings of many lengths, and
 //! the errors for binaries and functions that do not exist.
+//!
+//! User frames are named from the traced process's mappings while it
+//! runs, so the helper lingers for a second after its calls.
 
 mod common;
 
@@ -63,7 +66,7 @@ fn ustack_shows_every_caller() {
         return;
     }
     let helper = helper_path();
-    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ printf(\"stack%s--\\n\", ustack); }}"), "call-chain 1");
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ printf(\"stack%s--\\n\", ustack); }}"), "call-chain 1 --linger-ms 1000");
     let frames: Vec<&str> = stdout
         .lines()
         .skip_while(|line| *line != "stack")
@@ -89,7 +92,7 @@ fn ustack_key_counts_calls() {
         return;
     }
     let helper = helper_path();
-    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ @[ustack(3)] = count(); }}"), "call-chain 5");
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ @[ustack(3)] = count(); }}"), "call-chain 5 --linger-ms 1000");
     let expected_start = "@[\n        chain_c+0";
     assert!(stdout.contains(expected_start), "no chain_c stack key:\n{stdout}");
     let key: Vec<&str> = stdout.lines().skip_while(|line| *line != "@[").skip(1).take(3).map(str::trim).collect();
@@ -316,7 +319,7 @@ fn uprobe_glob_attaches_each_match() {
         return;
     }
     let helper = helper_path();
-    let stdout = run_script(&format!("uprobe:{helper}:chain_? {{ @[func] = count(); }}"), "call-chain 2");
+    let stdout = run_script(&format!("uprobe:{helper}:chain_? {{ @[func] = count(); }}"), "call-chain 2 --linger-ms 1000");
     for function in ["chain_a", "chain_b", "chain_c"] {
         assert!(stdout.contains(&format!("@[{function}]: 2")), "{function} was not counted twice:\n{stdout}");
     }
