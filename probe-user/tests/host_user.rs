@@ -181,7 +181,7 @@ fn usym_names_function_pointer() {
     let helper = helper_path();
     let stdout = run_script(
         &format!("uprobe:{helper}:take_function {{ printf(\"usym %s\\n\", usym(arg0)); @[usym(arg0)] = count(); }}"),
-        "call-chain 1",
+        "call-chain 1 --linger-ms 1000",
     );
     assert!(stdout.contains("usym chain_c\n"), "usym(arg0) in printf:\n{stdout}");
     assert!(stdout.contains("@[chain_c]: 1"), "usym(arg0) as a map key:\n{stdout}");
