@@ -338,3 +338,35 @@ fn list_shows_binary_functions() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("no function in"), "stderr:\n{}", text(&output.stderr));
 }
+
+#[test]
+fn ntop_reads_tracepoint_addresses() {
+    if !is_root() {
+        return;
+    }
+    for (listen, family) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let listener = match std::net::TcpListener::bind(listen) {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("skipped {listen}: {err}");
+                continue;
+            }
+        };
+        let port = listener.local_addr().expect("listener address").port();
+        let accept = thread::spawn(move || listener.accept().map(drop));
+        let field = if family.contains(':') { "_v6" } else { "" };
+        let script = format!(
+            "tracepoint:sock:inet_sock_set_state /args.dport == {port} && args.newstate == 1/ \
+             {{ printf(\"%s -> %s\\n\", ntop(args.saddr{field}), ntop(args.daddr{field})); }}"
+        );
+        let address = listener_address(listen, port);
+        let stdout = run_script(&script, &format!("tcp-connect {address}"));
+        let _ = accept.join();
+        assert!(stdout.contains(&format!("{family} -> {family}\n")), "no {family} connection:\n{stdout}");
+    }
+}
+
+fn listener_address(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+    format!("{host}:{port}")
+}

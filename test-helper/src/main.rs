@@ -113,6 +113,10 @@ enum Command {
         linger_ms: u64,
     },
 
+    /// Open a TCP connection to ADDRESS (`127.0.0.1:PORT` or
+    /// `[::1]:PORT`), print `connected ADDRESS`, and close it.
+    TcpConnect { address: std::net::SocketAddr },
+
     /// Call socket(FAMILY, TYPE, 0) with numeric values and print `socket
     /// RESULT`.
     Socket { family: i32, socket_type: i32 },
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
             pass_strings(&lengths, Duration::from_millis(linger_ms));
             Ok(true)
         }
+        Command::TcpConnect { address } => tcp_connect(address),
         Command::Socket { family, socket_type } => {
             operations::socket(family, socket_type);
             Ok(true)
@@ -268,6 +273,13 @@ pub extern "C" fn take_string(text: *const std::ffi::c_char, length: usize) -> u
 #[inline(never)]
 pub extern "C" fn take_function(function: extern "C" fn(u64) -> u64) -> u64 {
     std::hint::black_box(function as usize as u64)
+}
+
+fn tcp_connect(address: std::net::SocketAddr) -> Result<bool> {
+    let stream = std::net::TcpStream::connect(address).with_context(|| format!("failed to connect to {address}"))?;
+    println!("connected {address}");
+    drop(stream);
+    Ok(true)
 }
 
 fn call_chain(count: u32, linger: Duration) {

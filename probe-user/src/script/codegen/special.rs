@@ -8,6 +8,7 @@
 use super::{Codegen, IntTy, Result, Val, helper};
 use crate::script::{
     aggregate::Special,
+    probes::ArgSource,
     ast::{Expr, ExprKind},
     codegen::maps::MapTable,
     diagnostic::Diagnostic,
@@ -188,6 +189,18 @@ impl Codegen<'_> {
         for offset in [0, 8, 16] {
             self.f.push(Inst::StoreStack { size: Size::DW, slot, off: offset, src: Value::Imm(0) });
         }
+        if let Some((offset, size)) = self.tracepoint_address_field(address)? {
+            // A `__u8 addr[4]` or `__u8 addr[16]` field of the tracepoint's
+            // record, read from the context.
+            let pieces: &[(i16, Size)] = if size == 4 { &[(0, Size::W)] } else { &[(0, Size::DW), (8, Size::DW)] };
+            for &(piece, piece_size) in pieces {
+                let value = self.f.vreg();
+                self.f.push(Inst::Load { size: piece_size, dst: value, base: self.ctx, off: offset + piece });
+                self.f.push(Inst::StoreStack { size: piece_size, slot, off: 8 + piece, src: value.into() });
+            }
+            let inferred = if size == 4 { AF_INET } else { AF_INET6 };
+            return self.finish_ntop(slot, family, inferred);
+        }
         let value = self.expr(address)?;
         let inferred = match value {
             Val::Int { reg, .. } => {
@@ -212,6 +225,12 @@ impl Codegen<'_> {
                     .with_hint("pass an IPv4 address as an integer, or an in_addr/in6_addr field")));
             }
         };
+        self.finish_ntop(slot, family, inferred)
+    }
+
+    /// Stores the address family of an `ntop()` value: `family` when
+    /// given, otherwise the one the address's size implies.
+    fn finish_ntop(&mut self, slot: Slot, family: Option<&Expr>, inferred: i32) -> Result<Val> {
         match family {
             None => self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: Value::Imm(inferred) }),
             Some(family) => {
@@ -220,6 +239,34 @@ impl Codegen<'_> {
             }
         }
         Ok(Val::Special { slot, special: Special::Inet })
+    }
+
+    /// Returns the context offset and size of `args.FIELD` when `expr` is a
+    /// tracepoint's 4-byte or 16-byte array field, such as `saddr` and
+    /// `daddr_v6` of `sock:inet_sock_set_state`.
+    fn tracepoint_address_field(&mut self, expr: &Expr) -> Result<Option<(i16, u32)>> {
+        let ExprKind::Field { base, field, .. } = &expr.kind else {
+            return Ok(None);
+        };
+        let (ExprKind::Identifier(name), ArgSource::Tracepoint(format)) = (&base.kind, &self.probe.args) else {
+            return Ok(None);
+        };
+        if name != "args" {
+            return Ok(None);
+        }
+        let Some(found) = format.field(&field.text) else {
+            return Ok(None);
+        };
+        if found.array_len.is_none() {
+            return Ok(None);
+        }
+        if !matches!(found.size, 4 | 16) {
+            return Err(self.error(Diagnostic::error(
+                expr.span,
+                format!("ntop() needs a 4-byte or 16-byte address, and `args.{}` has {} bytes", field.text, found.size),
+            )));
+        }
+        Ok(Some((found.offset as i16, found.size)))
     }
 
     /// `buf(pointer, length)`: `length` bytes, printed with `%r` as text
