@@ -32,6 +32,11 @@ impl Codegen<'_> {
     /// `kstack`, `ustack`, `kstack(N)` and `ustack(N)`.
     pub(crate) fn stack(&mut self, user: bool, args: &[Expr], span: Span) -> Result<Val> {
         let name = if user { "ustack" } else { "kstack" };
+        if let Some(mode) = args.first().filter(|arg| matches!(arg.kind, ExprKind::Identifier(_))) {
+            let text = self.source.slice(mode.span).to_owned();
+            return Err(self.error(Diagnostic::error(mode.span, format!("the stack mode `{text}` is not supported yet"))
+                .with_hint(format!("stacks print in bpftrace's default mode; give only a frame limit: {name}(5)"))));
+        }
         let frames = match args {
             [] => DEFAULT_STACK_FRAMES,
             [limit] => {

@@ -376,6 +376,7 @@ fn stack_limit_is_checked() {
     assert!(compile_err(&format!("{OPENAT} {{ print(kstack(128)); }}")).contains("use 1 to 127 frames"));
     assert!(compile_err(&format!("{OPENAT} {{ $n = 3; print(kstack($n)); }}")).contains("must be an integer literal"));
     assert!(compile_err("BEGIN { print(ustack); }").contains("`ustack` is not available in BEGIN"));
+    assert!(compile_err(&format!("{OPENAT} {{ print(kstack(perf, 3)); }}")).contains("the stack mode `perf` is not supported yet"));
     assert!(compile_err(&format!("{OPENAT} {{ $s = kstack; }}")).contains("cannot assign a kernel stack"));
 }
 
