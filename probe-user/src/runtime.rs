@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
         FEntry, FExit, KProbe, Lsm, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
@@ -130,8 +130,10 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         let map = ebpf
             .take_map(&name)
             .ok_or_else(|| RuntimeError::Object(format!("the object has no map {name}")))?;
-        let map = StackTraceMap::try_from(map).map_err(|err| RuntimeError::Object(format!("map {name}: {err}")))?;
-        stack_maps.push((map, user, frames));
+        let Map::StackTraceMap(data) = map else {
+            return Err(RuntimeError::Object(format!("map {name} has an unexpected type")));
+        };
+        stack_maps.push((data, user, frames));
     }
     let drops = ebpf
         .take_map(DROPS_MAP_NAME)
@@ -230,7 +232,14 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         maps,
         drops,
         map_size: compiled.map_size,
-        symbols: Resolver::new(stack_maps),
+        symbols: {
+            let symbols = Resolver::new(stack_maps);
+            symbols.add_files(compiled.probes.iter().filter_map(|probe| match &probe.kind {
+                ProbeKind::Uprobe { path, .. } => Some(std::path::PathBuf::from(path)),
+                _ => None,
+            }));
+            symbols
+        },
         begin,
         end,
         attached,

@@ -8,17 +8,22 @@
 
 use std::{
     cell::{OnceCell, RefCell},
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    fs,
     net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use aya::maps::{MapData, StackTraceMap};
+use aya::maps::MapData;
 use blazesym::symbolize::{self, Symbolized, Symbolizer};
 
 use crate::{
     kallsyms::Kallsyms,
-    script::{aggregate::Special, codegen::Symbols},
+    mapio::RawMap,
+    script::{
+        aggregate::Special,
+        codegen::{BUILD_ID_FRAME_SIZE, Frame, Symbols},
+    },
 };
 
 /// Largest offset into a kernel function that symbolization accepts. The
@@ -80,8 +85,56 @@ pub struct Resolver {
     /// Symbolized user addresses by process, so that a process that has
     /// exited still prints the frames seen while it ran.
     user_cache: RefCell<HashMap<(u32, u64), UserSymbol>>,
+    /// Symbolized file offsets, `None` where the file has no symbol there.
+    file_cache: RefCell<HashMap<(PathBuf, u64), Option<UserSymbol>>>,
+    build_ids: RefCell<BuildIds>,
     /// Stack trace maps with `(user, frames)`, in the compiler's order.
-    stack_maps: Vec<(StackTraceMap<MapData>, bool, u32)>,
+    stack_maps: Vec<(MapData, bool, u32)>,
+}
+
+/// Files by GNU build id, learned from the files that traced processes
+/// map and from the files the run is known to involve.
+#[derive(Default)]
+struct BuildIds {
+    files: HashMap<[u8; 20], PathBuf>,
+    /// Files whose build id was read already.
+    read: HashSet<PathBuf>,
+    /// Files to read when a build id is not known yet: the uprobe targets,
+    /// and the `-c` command's program and libraries.
+    candidates: Vec<PathBuf>,
+}
+
+impl BuildIds {
+    fn index(&mut self, path: &Path) {
+        if !self.read.insert(path.to_path_buf()) {
+            return;
+        }
+        let Ok(data) = fs::read(path) else { return };
+        let Ok(file) = object::File::parse(&*data) else { return };
+        if let Ok(Some(id)) = object::Object::build_id(&file) {
+            if let Ok(id) = <[u8; 20]>::try_from(id) {
+                self.files.insert(id, path.to_path_buf());
+            }
+        }
+    }
+
+    /// Finds the file with `build_id`, reading the files that process
+    /// `pid` maps (while it runs) and the candidates.
+    fn find(&mut self, build_id: &[u8; 20], pid: u32) -> Option<PathBuf> {
+        if let Some(path) = self.files.get(build_id) {
+            return Some(path.clone());
+        }
+        if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
+            let paths: HashSet<&str> = maps.lines().filter_map(|line| line.split_whitespace().nth(5)).filter(|path| path.starts_with('/')).collect();
+            for path in paths {
+                self.index(Path::new(path));
+            }
+        }
+        for path in std::mem::take(&mut self.candidates) {
+            self.index(&path);
+        }
+        self.files.get(build_id).cloned()
+    }
 }
 
 impl Default for Resolver {
@@ -93,13 +146,51 @@ impl Default for Resolver {
 impl Resolver {
     /// Creates a resolver over `stack_maps`: each map with whether it contains
     /// user stacks and its frame limit.
-    pub fn new(stack_maps: Vec<(StackTraceMap<MapData>, bool, u32)>) -> Self {
+    pub fn new(stack_maps: Vec<(MapData, bool, u32)>) -> Self {
         Self {
             kernel: OnceCell::new(),
             user: Symbolizer::new(),
             user_cache: RefCell::new(HashMap::new()),
+            file_cache: RefCell::new(HashMap::new()),
+            build_ids: RefCell::new(BuildIds::default()),
             stack_maps,
         }
+    }
+
+    /// Adds files whose build ids may name user frames of processes that
+    /// exited before their stacks were printed.
+    pub fn add_files(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.build_ids.borrow_mut().candidates.extend(paths);
+    }
+
+    /// Formats a user frame given as a file offset: `symbol+offset` with
+    /// `(file:line)` from DWARF, or the file and offset when no symbol
+    /// covers it.
+    fn file_frame(&self, pid: u32, build_id: &[u8; 20], offset: u64) -> String {
+        let Some(path) = self.build_ids.borrow_mut().find(build_id, pid) else {
+            let id: String = build_id.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+            return format!("[build id {id}...]+0x{offset:x}");
+        };
+        let key = (path.clone(), offset);
+        if let Some(cached) = self.file_cache.borrow().get(&key) {
+            return format_file_symbol(cached.as_ref(), &path, offset);
+        }
+        let with_dwarf = symbolize::source::Source::Elf(symbolize::source::Elf::new(&path));
+        let mut elf = symbolize::source::Elf::new(&path);
+        elf.debug_syms = false;
+        let without_dwarf = symbolize::source::Source::Elf(elf);
+        let symbol = self
+            .user
+            .symbolize(&with_dwarf, symbolize::Input::FileOffset(&[offset]))
+            .or_else(|_| self.user.symbolize(&without_dwarf, symbolize::Input::FileOffset(&[offset])))
+            .ok()
+            .and_then(|mut results| match results.pop() {
+                Some(Symbolized::Sym(symbol)) => Some(UserSymbol::from(&symbol)),
+                _ => None,
+            });
+        let text = format_file_symbol(symbol.as_ref(), &path, offset);
+        self.file_cache.borrow_mut().insert(key, symbol);
+        text
     }
 
     fn kernel_symbols(&self) -> Option<&KernelSymbols> {
@@ -165,11 +256,17 @@ impl Resolver {
             .collect()
     }
 
-    fn stack_text(&self, user: bool, pid: u32, addresses: &[u64], limit: usize) -> String {
+    fn stack_text(&self, user: bool, pid: u32, stack: &[Frame], limit: usize) -> String {
         let frames = if user {
-            let kept = &addresses[..addresses.len().min(limit)];
-            self.user_frames(pid, kept, true)
+            self.user_stack(pid, &stack[..stack.len().min(limit)])
         } else {
+            let addresses: Vec<u64> = stack
+                .iter()
+                .filter_map(|frame| match frame {
+                    Frame::Address(address) => Some(*address),
+                    Frame::FileOffset { .. } => None,
+                })
+                .collect();
             let glue = match self.kernel_symbols() {
                 Some(symbols) => addresses.iter().take_while(|address| symbols.is_glue(**address)).count(),
                 None => 0,
@@ -187,6 +284,26 @@ impl Resolver {
         text
     }
 
+    /// Formats user frames: addresses through the process's mappings,
+    /// file offsets through the file with their build id.
+    fn user_stack(&self, pid: u32, stack: &[Frame]) -> Vec<String> {
+        let addresses: Vec<u64> = stack
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::Address(address) => Some(*address),
+                Frame::FileOffset { .. } => None,
+            })
+            .collect();
+        let mut named_addresses = self.user_frames(pid, &addresses, true).into_iter();
+        stack
+            .iter()
+            .map(|frame| match frame {
+                Frame::Address(address) => named_addresses.next().unwrap_or_else(|| format!("0x{address:x}")),
+                Frame::FileOffset { build_id, offset } => self.file_frame(pid, build_id, *offset),
+            })
+            .collect()
+    }
+
     /// Looks stack `id` up in stack trace map `map` and formats it.
     fn stack_by_id(&self, map: usize, id: i64, pid: u32, limit: usize) -> String {
         if id < 0 {
@@ -196,14 +313,17 @@ impl Resolver {
                 errno => format!("\n{FRAME_INDENT}[stack lost: error {errno}]\n"),
             };
         }
-        let Some((stacks, user, _)) = self.stack_maps.get(map) else {
+        let Some((stacks, user, frames)) = self.stack_maps.get(map) else {
             return format!("\n{FRAME_INDENT}[stack map {map} missing]\n");
         };
-        match stacks.get(&(id as u32), 0) {
-            Ok(trace) => {
-                let addresses: Vec<u64> = trace.frames().iter().map(|frame| frame.ip).collect();
-                self.stack_text(*user, pid, &addresses, limit)
+        let entry_size = if *user { BUILD_ID_FRAME_SIZE } else { 8 };
+        let raw = RawMap::new(stacks.fd(), 4, (frames * entry_size) as usize, false, 1);
+        match raw.lookup(&(id as u32).to_le_bytes()) {
+            Ok(Some(bytes)) => {
+                let stack = if *user { Frame::decode_user(&bytes) } else { Frame::decode_kernel(&bytes) };
+                self.stack_text(*user, pid, &stack, limit)
             }
+            Ok(None) => format!("\n{FRAME_INDENT}[stack {id} no longer in its map]\n"),
             Err(err) => format!("\n{FRAME_INDENT}[stack {id} unreadable: {err}]\n"),
         }
     }
@@ -242,6 +362,18 @@ impl UserSymbol {
             text.push_str(&format!(" ({location})"));
         }
         text
+    }
+}
+
+/// Formats a frame in a file: the symbol, or the file's name and the
+/// offset.
+fn format_file_symbol(symbol: Option<&UserSymbol>, path: &Path, offset: u64) -> String {
+    match symbol {
+        Some(symbol) => symbol.format(true),
+        None => {
+            let name = path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+            format!("[{name}]+0x{offset:x}")
+        }
     }
 }
 
@@ -287,8 +419,8 @@ pub fn escape_bytes(data: &[u8]) -> String {
 }
 
 impl Symbols for Resolver {
-    fn stack(&self, user: bool, pid: u32, addresses: &[u64], frames: usize) -> String {
-        self.stack_text(user, pid, addresses, frames)
+    fn stack(&self, user: bool, pid: u32, stack: &[Frame], frames: usize) -> String {
+        self.stack_text(user, pid, stack, frames)
     }
 
     fn special(&self, special: Special, bytes: &[u8]) -> String {

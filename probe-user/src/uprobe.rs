@@ -83,6 +83,54 @@ pub fn resolve_binary(binary: &str, pid: Option<u32>) -> Result<PathBuf, TargetE
         .with_hint("give its path, for example `uprobe:/usr/bin/NAME:FUNCTION`; libraries are looked up where the dynamic loader looks, programs in PATH"))
 }
 
+/// Returns the program that `command` runs (its first word, a path or a
+/// name in `PATH`) and the shared libraries it needs, found as the
+/// dynamic loader would find them. Missing files are left out.
+pub fn program_files(command: &str) -> Vec<PathBuf> {
+    let Some(program) = command.split_whitespace().next() else {
+        return Vec::new();
+    };
+    let Ok(program) = resolve_binary(program, None) else {
+        return Vec::new();
+    };
+    let mut files = vec![program];
+    let mut index = 0;
+    // Breadth first through DT_NEEDED, bounded for pathological graphs.
+    while index < files.len() && files.len() < 64 {
+        for library in needed_libraries(&files[index]) {
+            if let Some(path) = library_path(&library) {
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        }
+        index += 1;
+    }
+    files
+}
+
+/// Returns the `DT_NEEDED` entries of the ELF file at `path`.
+fn needed_libraries(path: &Path) -> Vec<String> {
+    use object::read::elf::{Dyn as _, FileHeader as _};
+
+    let Ok(data) = fs::read(path) else { return Vec::new() };
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(&*data) else {
+        return Vec::new();
+    };
+    let Ok(endian) = header.endian() else { return Vec::new() };
+    let Ok(sections) = header.sections(endian, &*data) else { return Vec::new() };
+    let Ok(Some((entries, strings_index))) = sections.dynamic(endian, &*data) else {
+        return Vec::new();
+    };
+    let Ok(strings) = sections.strings(endian, &*data, strings_index) else { return Vec::new() };
+    entries
+        .iter()
+        .filter(|entry| entry.tag32(endian) == Some(object::elf::DT_NEEDED as i32))
+        .filter_map(|entry| entry.string(endian, strings).ok())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect()
+}
+
 /// Tells whether a file name is library `name`: `libc` and `c` match
 /// `libc.so.6`, and `libc.so.6` matches itself.
 fn is_library_named(file_name: &str, name: &str) -> bool {
@@ -383,6 +431,13 @@ mod tests {
         assert!(targets.iter().any(|target| target.name == "openat"), "{targets:?}");
         let error = resolve_glob(&path, "no_such_function_*").unwrap_err();
         assert!(error.message.contains("no function in"), "{}", error.message);
+    }
+
+    #[test]
+    fn program_files_follow_needed_libraries() {
+        let files = program_files("sh -c true");
+        assert!(files.len() >= 2, "{files:?}");
+        assert!(files.iter().any(|file| file.to_string_lossy().contains("libc.so")), "{files:?}");
     }
 
     #[test]

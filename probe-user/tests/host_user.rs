@@ -92,7 +92,7 @@ fn ustack_key_counts_calls() {
         return;
     }
     let helper = helper_path();
-    let stdout = run_script(&format!("uprobe:{helper}:chain_c {{ @[ustack(3)] = count(); }}"), "call-chain 5 --linger-ms 1000");
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c /pid == cpid/ {{ @[ustack(3)] = count(); }}"), "call-chain 5 --linger-ms 1000");
     let expected_start = "@[\n        chain_c+0";
     assert!(stdout.contains(expected_start), "no chain_c stack key:\n{stdout}");
     let key: Vec<&str> = stdout.lines().skip_while(|line| *line != "@[").skip(1).take(3).map(str::trim).collect();
@@ -319,7 +319,7 @@ fn uprobe_glob_attaches_each_match() {
         return;
     }
     let helper = helper_path();
-    let stdout = run_script(&format!("uprobe:{helper}:chain_? {{ @[func] = count(); }}"), "call-chain 2 --linger-ms 1000");
+    let stdout = run_script(&format!("uprobe:{helper}:chain_? /pid == cpid/ {{ @[func] = count(); }}"), "call-chain 2 --linger-ms 1000");
     for function in ["chain_a", "chain_b", "chain_c"] {
         assert!(stdout.contains(&format!("@[{function}]: 2")), "{function} was not counted twice:\n{stdout}");
     }
@@ -369,4 +369,21 @@ fn ntop_reads_tracepoint_addresses() {
 fn listener_address(listen: &str, port: u16) -> String {
     let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
     format!("{host}:{port}")
+}
+
+#[test]
+fn ustack_named_after_process_exits() {
+    if !is_root() {
+        return;
+    }
+    // The helper exits right after its calls, before the map is printed:
+    // the frames are named through the build id of the helper's file.
+    let helper = helper_path();
+    let stdout = run_script(&format!("uprobe:{helper}:chain_c /pid == cpid/ {{ @[ustack(3)] = count(); }}"), "call-chain 4 --linger-ms 0");
+    let key: Vec<&str> = stdout.lines().skip_while(|line| *line != "@[").skip(1).take(3).map(str::trim).collect();
+    assert_eq!(key.len(), 3, "no stack key:\n{stdout}");
+    assert!(key[0].starts_with("chain_c+0"), "{key:?}");
+    assert!(key[1].starts_with("chain_b+"), "{key:?}");
+    assert!(key[2].starts_with("chain_a+"), "{key:?}");
+    assert!(stdout.contains("]: 4"), "{stdout}");
 }

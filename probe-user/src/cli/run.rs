@@ -279,6 +279,11 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
             return Err(CliError::runtime(err.to_string()));
         }
     };
+    if let Some(command) = &args.command {
+        // User frames of the command name their files by build id, which
+        // these files provide once the command has exited.
+        loaded.symbols.add_files(crate::uprobe::program_files(command));
+    }
     let Some(mut output) = output else {
         status!(
             "compiled and loaded {} program{}; nothing was attached",

@@ -30,6 +30,8 @@ pub const DROPS_MAP_NAME: &str = "drops";
 /// Name of the array of function and probe names that kprobe.multi
 /// programs index with their BPF cookie.
 pub const NAMES_MAP_NAME: &str = "names";
+/// `BPF_F_STACK_BUILD_ID`: a stack trace map of build ids and offsets.
+const BPF_F_STACK_BUILD_ID: u32 = 1 << 5;
 /// Default number of entries of each script map, as in bpftrace.
 pub const DEFAULT_MAP_SIZE: u32 = 4096;
 
@@ -347,14 +349,18 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             flags: 0,
         });
     }
-    for (index, &(_, frames)) in maps.stack_maps().iter().enumerate() {
+    for (index, &(user, frames)) in maps.stack_maps().iter().enumerate() {
+        // User stacks keep a build id and a file offset per frame
+        // (`BPF_F_STACK_BUILD_ID`), which name frames after the process
+        // exited.
+        let (value_size, flags) = if user { (frames * codegen::BUILD_ID_FRAME_SIZE, BPF_F_STACK_BUILD_ID) } else { (frames * 8, 0) };
         map_defs.push(MapDef {
             name: stack_map_name(index),
             map_type: MapType::StackTrace,
             key_size: 4,
-            value_size: frames * 8,
+            value_size,
             max_entries: options.map_size,
-            flags: 0,
+            flags,
         });
     }
     let object = elf::write_object(&code, &map_defs)

@@ -28,7 +28,7 @@ use super::{
 };
 
 pub use maps::MapTable;
-pub use output::{ArgSpec, MapAction, OutputSpec, Symbols, TRUNCATION_MARK};
+pub use output::{ArgSpec, BUILD_ID_FRAME_SIZE, Frame, MapAction, OutputSpec, Symbols, TRUNCATION_MARK};
 
 /// The ring buffer that carries `printf`, `print` and `exit` records.
 pub const EVENTS_MAP: MapRef = MapRef(0);

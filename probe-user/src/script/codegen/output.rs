@@ -63,11 +63,58 @@ pub enum ArgSpec {
     /// the count (u64), then a buffer of `capacity + 2` bytes.
     SizedStr { offset: u32, capacity: u32 },
     /// A stack from `bpf_get_stack`: the byte count (i64), the process
-    /// id (u64), then up to `frames` addresses.
+    /// id (u64), then up to `frames` entries: addresses (8 bytes each)
+    /// for kernel stacks, [`BUILD_ID_FRAME_SIZE`]-byte build-id frames for
+    /// user stacks.
     Stack { offset: u32, user: bool, frames: u32 },
     /// Bytes that user space renders, laid out as [`Special`] describes.
     Special { offset: u32, special: Special },
     Const(Arg),
+}
+
+/// Size of one frame of a user stack: `struct bpf_stack_build_id`, a
+/// status (i32), a 20-byte build id, and a file offset or, when the
+/// kernel could not read the build id, an address (u64).
+pub const BUILD_ID_FRAME_SIZE: u32 = 32;
+
+/// One stack frame as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// An address in the traced process or the kernel.
+    Address(u64),
+    /// An offset into the file with this GNU build id, which still names
+    /// the frame after the process exited.
+    FileOffset { build_id: [u8; 20], offset: u64 },
+}
+
+impl Frame {
+    /// Decodes the frames of a user stack: `struct bpf_stack_build_id`
+    /// entries, whose status is 1 for a build id and offset, 2 for an
+    /// address, and 0 past the last frame.
+    pub fn decode_user(bytes: &[u8]) -> Vec<Frame> {
+        bytes
+            .chunks_exact(BUILD_ID_FRAME_SIZE as usize)
+            .map_while(|entry| {
+                let status = i32::from_le_bytes(entry[0..4].try_into().unwrap_or([0; 4]));
+                let value = u64::from_le_bytes(entry[24..32].try_into().unwrap_or([0; 8]));
+                match status {
+                    1 => Some(Frame::FileOffset { build_id: entry[4..24].try_into().unwrap_or([0; 20]), offset: value }),
+                    2 => Some(Frame::Address(value)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Decodes the frames of a kernel stack: addresses, 0 past the last.
+    pub fn decode_kernel(bytes: &[u8]) -> Vec<Frame> {
+        bytes
+            .chunks_exact(8)
+            .map(|entry| u64::from_le_bytes(entry.try_into().unwrap_or([0; 8])))
+            .take_while(|&address| address != 0)
+            .map(Frame::Address)
+            .collect()
+    }
 }
 
 /// Renders what only user space can: stacks and symbols. The runtime
@@ -77,7 +124,7 @@ pub trait Symbols {
     /// Formats up to `frames` stack frames as bpftrace does: a newline,
     /// then one indented `symbol+offset` line per frame. Kernel stacks
     /// first lose the frames of BPF programs and trampolines at the top.
-    fn stack(&self, user: bool, pid: u32, addresses: &[u64], frames: usize) -> String;
+    fn stack(&self, user: bool, pid: u32, stack: &[Frame], frames: usize) -> String;
     /// Formats the bytes of a special value.
     fn special(&self, special: Special, bytes: &[u8]) -> String;
 }
@@ -119,18 +166,19 @@ impl OutputSpec {
                     Arg::Str(capped_string(record, start + 8, chars))
                 }
                 ArgSpec::Stack { offset, user, frames } => {
+                    let entry_size = if *user { BUILD_ID_FRAME_SIZE } else { 8 } as usize;
                     let start = (*offset as usize).min(record.len());
-                    let end = (start + 16 + *frames as usize * 8).min(record.len());
+                    let end = (start + 16 + *frames as usize * entry_size).min(record.len());
                     let bytes = &record[start..end];
                     let word = |index: usize| {
                         bytes
                             .get(index * 8..index * 8 + 8)
                             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
                     };
-                    let written = word(0) as i64;
-                    let count = if written > 0 { (written as usize / 8).min(*frames as usize) } else { 0 };
-                    let addresses: Vec<u64> = (0..count).map(|index| word(index + 2)).collect();
-                    Arg::Str(symbols.stack(*user, word(1) as u32, &addresses, *frames as usize))
+                    let written = (word(0) as i64).clamp(0, (bytes.len().saturating_sub(16)) as i64) as usize;
+                    let entries = bytes.get(16..16 + written).unwrap_or(&[]);
+                    let stack = if *user { Frame::decode_user(entries) } else { Frame::decode_kernel(entries) };
+                    Arg::Str(symbols.stack(*user, word(1) as u32, &stack, *frames as usize))
                 }
                 ArgSpec::Special { offset, special } => {
                     let start = (*offset as usize).min(record.len());
@@ -498,7 +546,7 @@ impl Codegen<'_> {
             Part::Stack { user, frames } => {
                 self.write_stack(record.pointer, *offset, user, frames);
                 let spec = ArgSpec::Stack { offset: *offset, user, frames };
-                *offset += 16 + frames * 8;
+                *offset += 16 + frames * if user { BUILD_ID_FRAME_SIZE } else { 8 };
                 spec
             }
             Part::Special(slot, special) => {
@@ -562,13 +610,31 @@ mod tests {
     struct NoSymbols;
 
     impl Symbols for NoSymbols {
-        fn stack(&self, _user: bool, _pid: u32, addresses: &[u64], _frames: usize) -> String {
-            addresses.iter().map(|address| format!("{address:x};")).collect()
+        fn stack(&self, _user: bool, _pid: u32, stack: &[Frame], _frames: usize) -> String {
+            stack.iter().map(|frame| format!("{frame:?};")).collect()
         }
 
         fn special(&self, _special: Special, bytes: &[u8]) -> String {
             format!("{} bytes", bytes.len())
         }
+    }
+
+    #[test]
+    fn user_frames_decode_until_empty() {
+        let mut bytes = vec![0u8; 4 * BUILD_ID_FRAME_SIZE as usize];
+        bytes[0] = 1;
+        bytes[4..24].copy_from_slice(&[7; 20]);
+        bytes[24..32].copy_from_slice(&0x1234u64.to_le_bytes());
+        bytes[32] = 2;
+        bytes[56..64].copy_from_slice(&0x7f00u64.to_le_bytes());
+        // The third entry has status 0, so the fourth is never read.
+        bytes[96] = 1;
+        assert_eq!(
+            Frame::decode_user(&bytes),
+            vec![Frame::FileOffset { build_id: [7; 20], offset: 0x1234 }, Frame::Address(0x7f00)]
+        );
+        let kernel: Vec<u8> = [0xffff_ffff_8100_0000u64, 0, 5].iter().flat_map(|word| word.to_le_bytes()).collect();
+        assert_eq!(Frame::decode_kernel(&kernel), vec![Frame::Address(0xffff_ffff_8100_0000)]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! address family); symbol names come from kallsyms and the traced
 //! program's ELF files when the record or map is printed.
 
-use super::{Codegen, IntTy, Result, Val, helper};
+use super::{Codegen, IntTy, Result, Val, helper, output::BUILD_ID_FRAME_SIZE};
 use crate::script::{
     aggregate::Special,
     probes::ArgSource,
@@ -22,6 +22,8 @@ use crate::script::{
 pub const DEFAULT_STACK_FRAMES: u32 = 127;
 /// `BPF_F_USER_STACK`: collect the user-space stack.
 const BPF_F_USER_STACK: i32 = 1 << 8;
+/// `BPF_F_USER_BUILD_ID`: report user frames as build id and file offset.
+const BPF_F_USER_BUILD_ID: i32 = 1 << 11;
 /// Largest `buf()` length in bytes.
 pub const MAX_BUF_LEN: u32 = 1024;
 /// `AF_INET` and `AF_INET6`.
@@ -108,8 +110,15 @@ impl Codegen<'_> {
 
     /// Writes a stack into a record at `address`: the byte count that
     /// `bpf_get_stack` returned (i64, negative on failure), the process id
-    /// (u64), then up to `frames` frames.
+    /// (u64), then up to `frames` frames. User frames carry the build id
+    /// of their file and the offset in it, which names them even after
+    /// the process exited.
     pub(crate) fn write_stack(&mut self, record: VReg, offset: u32, user: bool, frames: u32) {
+        let (entry_size, flags) = if user {
+            (BUILD_ID_FRAME_SIZE, self.stack_flags(true) | BPF_F_USER_BUILD_ID)
+        } else {
+            (8, self.stack_flags(false))
+        };
         let buffer = self.f.vreg();
         self.f.push(Inst::Mov { dst: buffer, src: record.into() });
         self.f.push(Inst::Alu { op: AluOp::Add, dst: buffer, src: Value::Imm((offset + 16) as i32), wide: true });
@@ -119,8 +128,8 @@ impl Codegen<'_> {
             args: vec![
                 self.ctx.into(),
                 buffer.into(),
-                Value::Imm((frames * 8) as i32),
-                Value::Imm(self.stack_flags(user)),
+                Value::Imm((frames * entry_size) as i32),
+                Value::Imm(flags),
             ],
             ret: Some(written),
         });
