@@ -311,32 +311,144 @@ pub fn function_names(path: &Path) -> Result<Vec<String>, TargetError> {
     Ok(names.into_iter().collect())
 }
 
-/// Resolves `location` in the ELF file at `path` to a file offset.
-pub fn resolve_location(path: &Path, location: &UserLocation) -> Result<UserTarget, TargetError> {
+/// What [`resolve_location`] checks besides the location's existence.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocationChecks {
+    /// The probe is a uretprobe, which must sit at a function's entry.
+    pub ret: bool,
+    /// Skips the check that an offset or address starts an instruction:
+    /// a uprobe in the middle of one corrupts the traced program.
+    pub unchecked: bool,
+}
+
+/// Resolves `location` in the ELF file at `path` to a file offset. An
+/// offset or an address must start an instruction of the function that
+/// contains it, and a uretprobe must sit at a function's entry.
+pub fn resolve_location(path: &Path, location: &UserLocation, checks: LocationChecks) -> Result<UserTarget, TargetError> {
     let shown = path.display();
     let data = read_elf(path)?;
     let file = parse_elf(path, &data)?;
     let go = is_go(&file);
 
-    let (address, name) = match location {
-        UserLocation::Address(address) => (*address, format!("{address:#x}")),
+    let (address, function, name) = match location {
         UserLocation::Symbol { name, offset } => {
-            let symbol = find_function(&file, name).ok_or_else(|| missing_symbol(&file, path, name))?;
-            if *offset > 0 && symbol.1 > 0 && *offset >= symbol.1 {
+            let (start, size) = find_function(&file, name).ok_or_else(|| missing_symbol(&file, path, name))?;
+            if *offset > 0 && size > 0 && *offset >= size {
                 return Err(TargetError::new(format!(
-                    "offset {offset:#x} is past the end of `{name}` in `{shown}`, which is {} bytes long",
-                    symbol.1
+                    "offset {offset:#x} is past the end of `{name}` in `{shown}`, which is {size} bytes long"
                 )));
             }
+            if *offset > 0 && checks.ret {
+                return Err(TargetError::new(format!("a uretprobe cannot attach at an offset: `{name}+{offset:#x}`"))
+                    .with_hint(format!("a uretprobe fires when the function returns: write `uretprobe:{shown}:{name}`")));
+            }
             let shown_name = if *offset > 0 { format!("{name}+{offset:#x}") } else { name.clone() };
-            (symbol.0 + offset, shown_name)
+            (start + offset, Some((start, size, name.clone())), shown_name)
+        }
+        UserLocation::Address(address) => {
+            let function = containing_function(&file, *address);
+            let shown_name = match &function {
+                Some((start, _, name)) if start == address => name.clone(),
+                Some((start, _, name)) => format!("{name}+{:#x}", address - start),
+                None => format!("{address:#x}"),
+            };
+            if checks.ret && !function.as_ref().is_some_and(|(start, _, _)| start == address) {
+                return Err(TargetError::new(format!("a uretprobe must attach at a function's entry, and {address:#x} is not one in `{shown}`"))
+                    .with_hint("name the function instead, or list the functions with `probe list 'uprobe:FILE:*'`"));
+            }
+            (*address, function, shown_name)
         }
     };
-    let file_offset = file_offset_of(&file, address).ok_or_else(|| {
-        TargetError::new(format!("address {address:#x} is not in any loadable segment of `{shown}`"))
-            .with_hint("give a virtual address from the file's symbol table (`nm`, `readelf -s`)")
-    })?;
+    let segment = file.segments().find(|segment| {
+        let (_, size) = segment.file_range();
+        address >= segment.address() && address < segment.address() + size
+    });
+    let Some(segment) = segment else {
+        return Err(TargetError::new(format!("address {address:#x} is not in any loadable segment of `{shown}`"))
+            .with_hint("give a virtual address from the file's symbol table (`nm`, `readelf -s`)"));
+    };
+    if let object::SegmentFlags::Elf { p_flags } = segment.flags() {
+        if p_flags & object::elf::PF_X == 0 {
+            return Err(TargetError::new(format!("address {address:#x} of `{shown}` is in a segment that holds no code"))
+                .with_hint("give the address of an instruction, from `objdump -d`"));
+        }
+    }
+    let (segment_offset, _) = segment.file_range();
+    let file_offset = address - segment.address() + segment_offset;
+
+    if !checks.unchecked {
+        match &function {
+            Some((start, size, function_name)) if *start != address => {
+                check_instruction_start(&file, &data, *start, *size, address, function_name)?;
+            }
+            Some(_) => {}
+            None => {
+                return Err(TargetError::new(format!(
+                    "no function of `{shown}` contains address {address:#x}, so it cannot be checked to start an instruction"
+                ))
+                .with_hint("attach at a function, or pass --unsafe-uprobes if you know the address starts an instruction"));
+            }
+        }
+    }
     Ok(UserTarget { path: path.to_path_buf(), file_offset, name, go })
+}
+
+/// Returns the function symbol that contains `address`: its start, size
+/// and name.
+fn containing_function(file: &object::File<'_>, address: u64) -> Option<(u64, u64, String)> {
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && !symbol.is_undefined() && symbol.address() != 0)
+        .find(|symbol| {
+            let start = symbol.address();
+            address == start || (address > start && address < start + symbol.size())
+        })
+        .and_then(|symbol| Some((symbol.address(), symbol.size(), symbol.name().ok()?.to_owned())))
+}
+
+/// Decodes the x86-64 instructions of the function at `start` up to
+/// `address` and fails unless one of them starts there. A uprobe
+/// replaces the first byte of an instruction with a breakpoint; in the
+/// middle of one it corrupts the program.
+fn check_instruction_start(
+    file: &object::File<'_>,
+    data: &[u8],
+    start: u64,
+    size: u64,
+    address: u64,
+    function: &str,
+) -> Result<(), TargetError> {
+    let offset = address - start;
+    let length = if size > 0 { size } else { offset + 16 };
+    let code = file_offset_of(file, start)
+        .and_then(|begin| data.get(begin as usize..(begin + length) as usize))
+        .ok_or_else(|| TargetError::new(format!("the code of `{function}` cannot be read from the file")))?;
+    let mut decoder = iced_x86::Decoder::with_ip(64, code, start, iced_x86::DecoderOptions::NONE);
+    let mut previous = start;
+    let mut next = None;
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            break;
+        }
+        if instruction.ip() == address {
+            return Ok(());
+        }
+        if instruction.ip() > address {
+            next = Some(instruction.ip());
+            break;
+        }
+        previous = instruction.ip();
+    }
+    let next = next.unwrap_or_else(|| decoder.ip());
+    Err(TargetError::new(format!(
+        "{function}+{offset:#x} is in the middle of an instruction; a uprobe there would corrupt the program"
+    ))
+    .with_hint(format!(
+        "the nearest instructions start at {function}+{:#x} and {function}+{:#x}",
+        previous - start,
+        next.max(previous) - start
+    )))
 }
 
 /// Returns the address and size of the defined function `name`, from the
@@ -413,12 +525,13 @@ mod tests {
     #[test]
     fn own_executable_resolves_symbol() {
         let path = std::env::current_exe().expect("test executable");
-        let target = resolve_location(&path, &UserLocation::Symbol { name: "main".into(), offset: 0 })
+        let target = resolve_location(&path, &UserLocation::Symbol { name: "main".into(), offset: 0 }, LocationChecks::default())
             .expect("main resolves");
         assert!(target.file_offset > 0);
         assert!(!target.go);
-        let error = resolve_location(&path, &UserLocation::Symbol { name: "no_such_function_xyz".into(), offset: 0 })
-            .unwrap_err();
+        let error =
+            resolve_location(&path, &UserLocation::Symbol { name: "no_such_function_xyz".into(), offset: 0 }, LocationChecks::default())
+                .unwrap_err();
         assert!(error.message.contains("function `no_such_function_xyz` not found"), "{}", error.message);
     }
 
@@ -444,6 +557,7 @@ mod tests {
     fn libc_is_found_by_name() {
         let path = resolve_binary("libc", None).expect("libc is installed");
         assert!(path.to_string_lossy().contains("libc"), "{}", path.display());
-        resolve_location(&path, &UserLocation::Symbol { name: "getpid".into(), offset: 0 }).expect("libc has getpid");
+        resolve_location(&path, &UserLocation::Symbol { name: "getpid".into(), offset: 0 }, LocationChecks::default())
+            .expect("libc has getpid");
     }
 }

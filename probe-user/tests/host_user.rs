@@ -298,12 +298,12 @@ fn go_binary_refuses_uretprobe() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("is a Go program, and a uretprobe can crash it"), "stderr:\n{stderr}");
-    assert!(stderr.contains("--unsafe-go-uretprobe"), "no way to force it:\n{stderr}");
+    assert!(stderr.contains("--unsafe-uprobes"), "no way to force it:\n{stderr}");
 
     let forced = run(Command::new(bin("probe")).args([
         "run",
         "--dry-run",
-        "--unsafe-go-uretprobe",
+        "--unsafe-uprobes",
         "-e",
         &format!("uretprobe:{path}:chain_c {{ }}"),
     ]));
@@ -386,4 +386,50 @@ fn ustack_named_after_process_exits() {
     assert!(key[1].starts_with("chain_b+"), "{key:?}");
     assert!(key[2].starts_with("chain_a+"), "{key:?}");
     assert!(stdout.contains("]: 4"), "{stdout}");
+}
+
+#[test]
+fn uprobe_offsets_must_start_instructions() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let dry_run = |point: &str| run(Command::new(bin("probe")).args(["run", "--dry-run", "-e", &format!("{point} {{ }}")]));
+
+    // chain_c starts with `push %rbp` (1 byte), then `mov %rsp,%rbp`
+    // (3 bytes): frame pointers are on for the whole workspace.
+    let inside = dry_run(&format!("uprobe:{helper}:chain_c+2"));
+    let stderr = text(&inside.stderr);
+    assert_eq!(inside.status.code(), Some(2), "a uprobe inside an instruction was accepted:\n{stderr}");
+    assert!(stderr.contains("chain_c+0x2 is in the middle of an instruction"), "{stderr}");
+    assert!(stderr.contains("chain_c+0x1 and chain_c+0x4"), "no nearest instructions:\n{stderr}");
+    let boundary = dry_run(&format!("uprobe:{helper}:chain_c+1"));
+    assert!(boundary.status.success(), "chain_c+1 starts an instruction:\n{}", text(&boundary.stderr));
+
+    let return_offset = dry_run(&format!("uretprobe:{helper}:chain_c+4"));
+    let stderr = text(&return_offset.stderr);
+    assert_eq!(return_offset.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("a uretprobe cannot attach at an offset"), "{stderr}");
+
+    let data = dry_run(&format!("uprobe:{helper}:0x1"));
+    let stderr = text(&data.stderr);
+    assert_eq!(data.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds no code"), "{stderr}");
+}
+
+#[test]
+fn cast_syscall_pointer_reads_user_memory() {
+    if !is_root() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = listener.local_addr().expect("listener address").port();
+    let accept = thread::spawn(move || listener.accept().map(drop));
+    let stdout = run_script(
+        "tracepoint:syscalls:sys_enter_connect /pid == cpid/ { $s = (struct sockaddr_in *)args.uservaddr; \
+         printf(\"family %d port %d address %s\\n\", $s->sin_family, ($s->sin_port >> 8) | (($s->sin_port & 0xff) << 8), ntop($s->sin_addr.s_addr)); }",
+        &format!("tcp-connect 127.0.0.1:{port}"),
+    );
+    let _ = accept.join();
+    assert!(stdout.contains(&format!("family 2 port {port} address 127.0.0.1\n")), "{stdout}");
 }

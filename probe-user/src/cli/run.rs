@@ -96,11 +96,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_LIMIT)))]
     pub maxactive: Option<u32>,
 
-    /// Attach uretprobes to Go programs too. Go moves goroutine stacks,
-    /// which breaks the return address a uretprobe plants and can crash
-    /// the program.
+    /// Allow uprobes that can crash the traced program: uretprobes on Go
+    /// programs (Go moves goroutine stacks, which breaks the return
+    /// address a uretprobe plants), and addresses outside any function,
+    /// which cannot be checked to start an instruction.
     #[arg(long)]
-    pub unsafe_go_uretprobe: bool,
+    pub unsafe_uprobes: bool,
 
     /// Explain what was resolved, chosen and loaded; repeat for debug
     /// output.
@@ -239,7 +240,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     options.codegen.start_ktime_ns = monotonic_ns();
     let mut env = Environment::running_kernel();
     env.target_pid = args.pid;
-    env.allow_go_uretprobe = args.unsafe_go_uretprobe;
+    env.unsafe_uprobes = args.unsafe_uprobes;
     let compiled = compile_source_in(source, &env, &options);
     let compiled = match compiled {
         Ok(compiled) => compiled,

@@ -34,8 +34,10 @@ pub struct Environment {
     /// The process that `-p` names: uprobes fire only in it, and a
     /// library name is looked up in its mappings first.
     pub target_pid: Option<u32>,
-    /// Attaches uretprobes to Go programs, which can crash them.
-    pub allow_go_uretprobe: bool,
+    /// Allows uprobes that can crash the traced program: uretprobes on Go
+    /// programs, and addresses that cannot be checked to start an
+    /// instruction.
+    pub unsafe_uprobes: bool,
 }
 
 impl Environment {
@@ -68,7 +70,7 @@ impl Environment {
             module_btf: RefCell::new(HashMap::new()),
             function_address: None,
             target_pid: None,
-            allow_go_uretprobe: false,
+            unsafe_uprobes: false,
         }
     }
 
@@ -92,7 +94,7 @@ impl Environment {
             module_btf: RefCell::new(HashMap::new()),
             function_address: None,
             target_pid: None,
-            allow_go_uretprobe: false,
+            unsafe_uprobes: false,
         }
     }
 

@@ -372,7 +372,7 @@ fn resolve_uprobe(
     location: &Location,
     env: &Environment,
 ) -> Result<Vec<ResolvedProbe>, Diagnostic> {
-    use crate::uprobe::{self, UserLocation};
+    use crate::uprobe::{self, LocationChecks, UserLocation};
 
     let ret = point.provider == Provider::Uretprobe;
     if let Some(language) = language {
@@ -390,6 +390,7 @@ fn resolve_uprobe(
                 .with_hint("write `uprobe:BINARY:FUNCTION`, or give -p PID to probe that process's executable"));
         }
     };
+    let checks = LocationChecks { ret, unchecked: env.unsafe_uprobes };
     let targets = match location {
         Location::Symbol { name, offset } if crate::planner::is_glob(&name.text) => {
             if let Some(offset) = offset {
@@ -401,20 +402,20 @@ fn resolve_uprobe(
         Location::Symbol { name, offset } => {
             let offset = offset.as_ref().map_or(0, |number| number.value);
             let location = UserLocation::Symbol { name: name.text.clone(), offset };
-            vec![uprobe::resolve_location(&path, &location).map_err(|err| target_diagnostic(err, name.span))?]
+            vec![uprobe::resolve_location(&path, &location, checks).map_err(|err| target_diagnostic(err, name.span))?]
         }
         Location::Address(number) => {
             let location = UserLocation::Address(number.value);
-            vec![uprobe::resolve_location(&path, &location).map_err(|err| target_diagnostic(err, number.span))?]
+            vec![uprobe::resolve_location(&path, &location, checks).map_err(|err| target_diagnostic(err, number.span))?]
         }
     };
     let go = targets.first().is_some_and(|target| target.go);
-    if ret && go && !env.allow_go_uretprobe {
+    if ret && go && !env.unsafe_uprobes {
         return Err(Diagnostic::error(
             point.span,
             format!("`{}` is a Go program, and a uretprobe can crash it", path.display()),
         )
-        .with_hint("Go moves goroutine stacks, which breaks the return address a uretprobe plants; trace the returns with uprobes on the function's `RET` instructions, or pass --unsafe-go-uretprobe to attach anyway"));
+        .with_hint("Go moves goroutine stacks, which breaks the return address a uretprobe plants; trace the returns with uprobes on the function's `RET` instructions, or pass --unsafe-uprobes to attach anyway"));
     }
     let optional = targets.len() > 1;
     Ok(targets

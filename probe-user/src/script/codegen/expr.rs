@@ -1015,10 +1015,18 @@ impl Codegen<'_> {
                 })
             }
             TypeKind::Pointer(target) => {
-                let (reg, _) = self.int_expr(operand)?;
+                // A cast keeps the address space the value came from: a
+                // user pointer of a system call stays one, and so do the
+                // integer arguments of a uprobe.
+                let value = self.expr(operand)?;
+                let user = match value {
+                    Val::Ptr { user, .. } => user,
+                    _ => self.in_user_space(),
+                };
+                let (reg, _) = self.as_int(value, operand.span)?;
                 let pointee = self.pointee_id(&target.kind, target.span)?;
                 let result = self.copy(reg);
-                Ok(Val::Ptr { reg: result, pointee, user: false })
+                Ok(Val::Ptr { reg: result, pointee, user })
             }
             _ => Err(self.error(Diagnostic::error(ty_span, "casts to this type are not supported")
                 .with_hint("cast to an integer type such as `uint32`, or to a pointer such as `struct task_struct *`"))),
