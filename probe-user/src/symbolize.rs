@@ -22,7 +22,7 @@ use crate::{
     mapio::RawMap,
     script::{
         aggregate::Special,
-        codegen::{BUILD_ID_FRAME_SIZE, Frame, Symbols},
+        codegen::{BUILD_ID_FRAME_SIZE, Frame, Symbols, TRUNCATION_MARK},
     },
 };
 
@@ -396,9 +396,14 @@ pub fn render_plain(special: Special, bytes: &[u8]) -> Option<String> {
             })
         }
         Special::Buf { len } => {
-            let count = (word(bytes, 0) as usize).min(usize::from(len));
+            let requested = word(bytes, 0);
+            let count = requested.min(u64::from(len)) as usize;
             let data = bytes.get(8..8 + count).unwrap_or(&[]);
-            Some(escape_bytes(data))
+            let mut text = escape_bytes(data);
+            if requested > u64::from(len) {
+                text.push_str(TRUNCATION_MARK);
+            }
+            Some(text)
         }
         _ => None,
     }
@@ -471,6 +476,9 @@ mod tests {
         bytes[0] = 5;
         bytes[8..13].copy_from_slice(b"ab\x00\xff ");
         assert_eq!(render_plain(Special::Buf { len: 8 }, &bytes).as_deref(), Some("ab\\x00\\xff "));
+        bytes[0] = 9;
+        bytes[13..16].copy_from_slice(b"cde");
+        assert_eq!(render_plain(Special::Buf { len: 8 }, &bytes).as_deref(), Some("ab\\x00\\xff cde..."));
     }
 
     #[test]

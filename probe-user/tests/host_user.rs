@@ -171,6 +171,22 @@ fn buf_and_symbols_render() {
     assert!(stdout.contains("ntop 127.0.0.1\n"), "ntop:\n{stdout}");
     assert!(stdout.contains("ksym vfs_read\n"), "ksym(kaddr(\"vfs_read\")):\n{stdout}");
     assert!(stdout.contains("func take_string\n"), "func:\n{stdout}");
+
+    // Long buffers go straight into the record: up to 1024 bytes, with a
+    // run-time length too, and a cut one is marked.
+    let long = run_script(
+        &format!(
+            "uprobe:{helper}:take_string {{ printf(\"long %d %r\\n\", arg1, buf(arg0, 1000)); \
+             printf(\"sized %d %r\\n\", arg1, buf(arg0, arg1)); printf(\"over %d %r\\n\", arg1, buf(arg0, arg1 + 100)); }}"
+        ),
+        "strings 1000",
+    );
+    let text = pattern(1000);
+    assert!(long.contains(&format!("long 1000 {text}\n")), "buf(arg0, 1000):\n{long}");
+    assert!(long.contains(&format!("sized 1000 {text}\n")), "buf(arg0, arg1):\n{long}");
+    let over = long.lines().find(|line| line.starts_with("over 1000 ")).unwrap_or_else(|| panic!("no over line:\n{long}"));
+    assert!(over.starts_with(&format!("over 1000 {text}\\x00")), "{over}");
+    assert!(over.ends_with("..."), "a buffer cut at 1024 bytes is not marked: {over}");
 }
 
 #[test]

@@ -121,7 +121,8 @@ impl KeyPartType {
 /// - `Usym`: a user address (u64), then the process id (u64);
 /// - `Inet`: the address family (u64), then 16 address bytes in network
 ///   order (4 used for IPv4);
-/// - `Buf`: the byte count (u64), then `len` bytes padded to 8.
+/// - `Buf`: the byte count the script asked for (u64; more than `len`
+///   when the bytes were cut), then `len` bytes padded to 8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Special {
     Kstack { frames: u8, map: u16 },

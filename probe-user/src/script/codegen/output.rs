@@ -7,7 +7,11 @@
 //! the spec carries them.
 
 use super::{
-    Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val, expr::function_names, helper, strings::RecordString,
+    Codegen, EVENTS_MAP, IntTy, LOST_MAP, Result, Val,
+    expr::function_names,
+    helper,
+    special::{BufArguments, MAX_BUF_LEN},
+    strings::RecordString,
 };
 use crate::{
     script::{
@@ -217,6 +221,8 @@ enum Part {
     ReadStr { address: VReg, user: bool, chars: u32 },
     /// `str(address, count)` with a count known at run time.
     ReadSizedStr { address: VReg, user: bool, count: VReg, capacity: u32 },
+    /// `buf()` read straight into the record.
+    ReadBuf(BufArguments),
     Stack { user: bool, frames: u32 },
     Special(Slot, Special),
 }
@@ -377,6 +383,10 @@ impl Codegen<'_> {
 
     fn printf_part(&mut self, conversion: &Conversion, expr: &Expr) -> Result<Part> {
         let value = match &expr.kind {
+            ExprKind::Call { name, args } if name.text == "buf" && conversion.kind == 'r' => {
+                let arguments = self.buf_arguments(args, expr.span, MAX_BUF_LEN, MAX_BUF_LEN)?;
+                return Ok(Part::ReadBuf(arguments));
+            }
             ExprKind::Call { name, args } if name.text == "str" && conversion.kind == 's' => {
                 match self.str_for_record(args, expr.span)? {
                     RecordString::Fixed { address, user, chars } => return Ok(Part::ReadStr { address, user, chars }),
@@ -452,10 +462,16 @@ impl Codegen<'_> {
                 return self.print_map(args, span);
             }
         }
-        if matches!(&value.kind, ExprKind::Call { name, .. } if name.text == "str") {
-            let conversion = Conversion { kind: 's', ..Conversion::default() };
-            let part = self.printf_part(&conversion, value)?;
-            return Ok(self.print_part('s', part));
+        if let ExprKind::Call { name, .. } = &value.kind {
+            if let Some(kind) = match name.text.as_str() {
+                "str" => Some('s'),
+                "buf" => Some('r'),
+                _ => None,
+            } {
+                let conversion = Conversion { kind, ..Conversion::default() };
+                let part = self.printf_part(&conversion, value)?;
+                return Ok(self.print_part(kind, part));
+            }
         }
         let value_span = value.span;
         let value = self.expr(value)?;
@@ -524,6 +540,13 @@ impl Codegen<'_> {
                 spec
             }
             Part::Const(arg) => ArgSpec::Const(arg),
+            Part::ReadBuf(arguments) => {
+                let special = Special::Buf { len: arguments.capacity as u16 };
+                self.write_buf(record.pointer, *offset, &arguments);
+                let spec = ArgSpec::Special { offset: *offset, special };
+                *offset += special.size() as u32;
+                spec
+            }
             Part::ReadSizedStr { address, user, count, capacity } => {
                 self.f.push(Inst::Store { size: Size::DW, base: record.pointer, off: *offset as i16, src: count.into() });
                 // One character more than asked shows whether the string

@@ -24,8 +24,24 @@ pub const DEFAULT_STACK_FRAMES: u32 = 127;
 const BPF_F_USER_STACK: i32 = 1 << 8;
 /// `BPF_F_USER_BUILD_ID`: report user frames as build id and file offset.
 const BPF_F_USER_BUILD_ID: i32 = 1 << 11;
-/// Largest `buf()` length in bytes.
+/// Largest `buf()` length in bytes, in `printf` and `print`.
 pub const MAX_BUF_LEN: u32 = 1024;
+/// Largest `buf()` length in bytes where the bytes are kept on the
+/// 512-byte BPF stack: map keys and variables.
+pub const MAX_STACK_BUF_LEN: u32 = 200;
+/// Bytes kept on the stack for a `buf()` length known only at run time.
+const DEFAULT_BUF_LEN: u32 = 64;
+
+/// The evaluated arguments of `buf()`.
+pub(crate) struct BufArguments {
+    pub address: VReg,
+    pub user: bool,
+    /// The length as the script computed it, which may exceed `capacity`.
+    pub requested: VReg,
+    /// The bytes to read: `requested`, at most `capacity`.
+    pub count: VReg,
+    pub capacity: u32,
+}
 /// `AF_INET` and `AF_INET6`.
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
@@ -283,25 +299,28 @@ impl Codegen<'_> {
         Ok(Some((found.offset as i16, found.size)))
     }
 
-    /// `buf(pointer, length)`: `length` bytes, printed with `%r` as text
-    /// with `\xNN` escapes. A non-literal length is clamped to
-    /// [`MAX_BUF_LEN`].
-    pub(crate) fn buf(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+    /// Evaluates the arguments of `buf(pointer, length)`. `max` is the
+    /// largest literal length, `runtime` the bytes kept for a length
+    /// known only at run time.
+    pub(crate) fn buf_arguments(&mut self, args: &[Expr], span: Span, max: u32, runtime: u32) -> Result<BufArguments> {
         let [pointer, length] = args else {
             return Err(self.error(Diagnostic::error(span, format!("buf() takes 2 arguments, got {}", args.len()))
                 .with_hint("buf(pointer, length)")));
         };
         let capacity = match &length.kind {
             ExprKind::Integer(literal) => {
-                if literal.value == 0 || literal.value > u64::from(MAX_BUF_LEN) {
-                    return Err(self.error(Diagnostic::error(length.span, format!("invalid buf() length {}", literal.value))
-                        .with_hint(format!("use 1 to {MAX_BUF_LEN} bytes"))));
+                if literal.value == 0 || literal.value > u64::from(max) {
+                    let mut diagnostic = Diagnostic::error(length.span, format!("invalid buf() length {}", literal.value))
+                        .with_hint(format!("use 1 to {max} bytes here"));
+                    if max < MAX_BUF_LEN {
+                        diagnostic = diagnostic.with_hint(format!("printf(\"%r\", buf(pointer, N)) reads up to {MAX_BUF_LEN} bytes"));
+                    }
+                    return Err(self.error(diagnostic));
                 }
                 literal.value as u32
             }
-            _ => 64,
+            _ => runtime,
         };
-        let special = Special::Buf { len: capacity as u16 };
         let (address, user) = match self.expr(pointer)? {
             Val::Ptr { reg, user, .. } => (reg, user),
             Val::Int { reg, .. } => (reg, self.in_user_space()),
@@ -311,24 +330,52 @@ impl Codegen<'_> {
                 return Err(self.error(Diagnostic::error(pointer.span, format!("buf() needs a pointer, found {description}"))));
             }
         };
-        let (length, _) = self.int_expr(length)?;
+        let (requested, _) = self.int_expr(length)?;
+        // The count to read, kept in [0, capacity] where the verifier can
+        // see it; the requested count is kept too, to mark a cut.
         let count = self.f.vreg();
-        self.f.push(Inst::Mov { dst: count, src: length.into() });
-        // Keep the count in [0, capacity], which the verifier needs to see.
+        self.f.push(Inst::Mov { dst: count, src: requested.into() });
         let within = self.f.label();
         self.f.push(Inst::Branch { op: JmpOp::Le, lhs: count, rhs: Value::Imm(capacity as i32), target: within });
         self.f.push(Inst::Mov { dst: count, src: Value::Imm(capacity as i32) });
         self.f.push(Inst::Label(within));
+        Ok(BufArguments { address, user, requested, count, capacity })
+    }
+
+    /// `buf(pointer, length)` kept on the stack, for map keys and
+    /// variables: up to [`MAX_STACK_BUF_LEN`] bytes.
+    pub(crate) fn buf(&mut self, args: &[Expr], span: Span) -> Result<Val> {
+        let arguments = self.buf_arguments(args, span, MAX_STACK_BUF_LEN, DEFAULT_BUF_LEN)?;
+        let special = Special::Buf { len: arguments.capacity as u16 };
         let slot = self.f.slot(special.size() as u32);
         for offset in (0..special.size() as u32).step_by(8) {
             self.f.push(Inst::StoreStack { size: Size::DW, slot, off: offset as i16, src: Value::Imm(0) });
         }
-        self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: count.into() });
+        self.f.push(Inst::StoreStack { size: Size::DW, slot, off: 0, src: arguments.requested.into() });
         let buffer = self.f.vreg();
         self.f.push(Inst::StackAddr { dst: buffer, slot, off: 8 });
-        let read = if user { helper::PROBE_READ_USER } else { helper::PROBE_READ_KERNEL };
-        self.f.push(Inst::Call { helper: read, args: vec![buffer.into(), count.into(), address.into()], ret: None });
+        let read = if arguments.user { helper::PROBE_READ_USER } else { helper::PROBE_READ_KERNEL };
+        self.f.push(Inst::Call {
+            helper: read,
+            args: vec![buffer.into(), arguments.count.into(), arguments.address.into()],
+            ret: None,
+        });
         Ok(Val::Special { slot, special })
+    }
+
+    /// Writes `buf()` bytes into a record at `offset`, laid out as
+    /// [`Special::Buf`] describes.
+    pub(crate) fn write_buf(&mut self, record: VReg, offset: u32, arguments: &BufArguments) {
+        self.f.push(Inst::Store { size: Size::DW, base: record, off: offset as i16, src: arguments.requested.into() });
+        let buffer = self.f.vreg();
+        self.f.push(Inst::Mov { dst: buffer, src: record.into() });
+        self.f.push(Inst::Alu { op: AluOp::Add, dst: buffer, src: Value::Imm((offset + 8) as i32), wide: true });
+        let read = if arguments.user { helper::PROBE_READ_USER } else { helper::PROBE_READ_KERNEL };
+        self.f.push(Inst::Call {
+            helper: read,
+            args: vec![buffer.into(), arguments.count.into(), arguments.address.into()],
+            ret: None,
+        });
     }
 
     /// Reads `bytes` bytes at `address` into `slot` at `offset`.
