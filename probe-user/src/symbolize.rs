@@ -97,6 +97,8 @@ pub struct Resolver {
 #[derive(Default)]
 struct BuildIds {
     files: HashMap<[u8; 20], PathBuf>,
+    /// Loadable segments of each file: `(file offset, size, address)`.
+    segments: HashMap<PathBuf, Vec<(u64, u64, u64)>>,
     /// Files whose build id was read already.
     read: HashSet<PathBuf>,
     /// Files to read when a build id is not known yet: the uprobe targets,
@@ -114,8 +116,25 @@ impl BuildIds {
         if let Ok(Some(id)) = object::Object::build_id(&file) {
             if let Ok(id) = <[u8; 20]>::try_from(id) {
                 self.files.insert(id, path.to_path_buf());
+                let segments = object::Object::segments(&file)
+                    .map(|segment| {
+                        let (offset, size) = object::ObjectSegment::file_range(&segment);
+                        (offset, size, object::ObjectSegment::address(&segment))
+                    })
+                    .collect();
+                self.segments.insert(path.to_path_buf(), segments);
             }
         }
+    }
+
+    /// Converts a file offset of a file found by build id to the virtual
+    /// address its symbols use, or `None` outside its loadable segments.
+    fn virtual_address(&self, path: &Path, offset: u64) -> Option<u64> {
+        self.segments
+            .get(path)?
+            .iter()
+            .find(|(start, size, _)| offset >= *start && offset < start + size)
+            .map(|(start, _, address)| address + (offset - start))
     }
 
     /// Finds the file with `build_id`, reading the files that process
@@ -165,32 +184,57 @@ impl Resolver {
 
     /// Formats a user frame given as a file offset: `symbol+offset` with
     /// `(file:line)` from DWARF, or the file and offset when no symbol
-    /// covers it.
-    fn file_frame(&self, pid: u32, build_id: &[u8; 20], offset: u64) -> String {
-        let Some(path) = self.build_ids.borrow_mut().find(build_id, pid) else {
-            let id: String = build_id.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-            return format!("[build id {id}...]+0x{offset:x}");
+    /// covers it. Returns `None` for an offset outside the file's code,
+    /// which the kernel reports past the last real frame.
+    fn file_frame(&self, pid: u32, build_id: &[u8; 20], offset: u64) -> Option<String> {
+        let (path, address) = {
+            let mut build_ids = self.build_ids.borrow_mut();
+            let Some(path) = build_ids.find(build_id, pid) else {
+                let id: String = build_id.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+                return Some(format!("[build id {id}...]+0x{offset:x}"));
+            };
+            let address = build_ids.virtual_address(&path, offset)?;
+            (path, address)
         };
         let key = (path.clone(), offset);
         if let Some(cached) = self.file_cache.borrow().get(&key) {
-            return format_file_symbol(cached.as_ref(), &path, offset);
+            return Some(format_file_symbol(cached.as_ref(), &path, offset));
         }
-        let with_dwarf = symbolize::source::Source::Elf(symbolize::source::Elf::new(&path));
+        // The file with its DWARF, then its own symbol tables, then the
+        // symbol table of its detached debug file (Debian's `-dbg`
+        // packages, found by build id): blazesym fails a whole source on a
+        // debug section it cannot read, and stripped files such as ld.so
+        // name their internal functions only in the debug file. A debug
+        // file has the addresses but not the code, so every source is
+        // looked up by address, not by file offset.
+        let mut sources = vec![symbolize::source::Elf::new(&path)];
         let mut elf = symbolize::source::Elf::new(&path);
         elf.debug_syms = false;
-        let without_dwarf = symbolize::source::Source::Elf(elf);
-        let symbol = self
-            .user
-            .symbolize(&with_dwarf, symbolize::Input::FileOffset(&[offset]))
-            .or_else(|_| self.user.symbolize(&without_dwarf, symbolize::Input::FileOffset(&[offset])))
-            .ok()
-            .and_then(|mut results| match results.pop() {
-                Some(Symbolized::Sym(symbol)) => Some(UserSymbol::from(&symbol)),
-                _ => None,
-            });
+        sources.push(elf);
+        let debug_file = debug_file_path(build_id);
+        if debug_file.is_file() {
+            let mut elf = symbolize::source::Elf::new(&debug_file);
+            elf.debug_syms = false;
+            sources.push(elf);
+        }
+        let symbol = sources.into_iter().find_map(|elf| {
+            let source = symbolize::source::Source::Elf(elf);
+            let result = self.user.symbolize(&source, symbolize::Input::VirtOffset(&[address]));
+            match result.map(|mut results| results.pop()) {
+                Ok(Some(Symbolized::Sym(symbol))) => Some(UserSymbol::from(&symbol)),
+                Ok(other) => {
+                    log::debug!("no symbol at {address:#x} of {source:?}: {other:?}");
+                    None
+                }
+                Err(err) => {
+                    log::debug!("cannot symbolize {address:#x} of {source:?}: {err}");
+                    None
+                }
+            }
+        });
         let text = format_file_symbol(symbol.as_ref(), &path, offset);
         self.file_cache.borrow_mut().insert(key, symbol);
-        text
+        Some(text)
     }
 
     fn kernel_symbols(&self) -> Option<&KernelSymbols> {
@@ -297,8 +341,10 @@ impl Resolver {
         let mut named_addresses = self.user_frames(pid, &addresses, true).into_iter();
         stack
             .iter()
-            .map(|frame| match frame {
-                Frame::Address(address) => named_addresses.next().unwrap_or_else(|| format!("0x{address:x}")),
+            .filter_map(|frame| match frame {
+                // The kernel ends some user stacks with a zero address.
+                Frame::Address(0) => None,
+                Frame::Address(address) => Some(named_addresses.next().unwrap_or_else(|| format!("0x{address:x}"))),
                 Frame::FileOffset { build_id, offset } => self.file_frame(pid, build_id, *offset),
             })
             .collect()
@@ -363,6 +409,13 @@ impl UserSymbol {
         }
         text
     }
+}
+
+/// Returns where Debian and Fedora install the detached debug file of
+/// the file with `build_id`.
+fn debug_file_path(build_id: &[u8; 20]) -> PathBuf {
+    let hex: String = build_id.iter().map(|byte| format!("{byte:02x}")).collect();
+    PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]))
 }
 
 /// Formats a frame in a file: the symbol, or the file's name and the

@@ -449,3 +449,43 @@ fn cast_syscall_pointer_reads_user_memory() {
     let _ = accept.join();
     assert!(stdout.contains(&format!("family 2 port {port} address 127.0.0.1\n")), "{stdout}");
 }
+
+#[test]
+fn tracepoint_ustack_has_no_bogus_frames() {
+    if !is_root() {
+        return;
+    }
+    // The first openat() of a process comes from the dynamic loader,
+    // whose internal functions are named only in its detached debug file
+    // (libc6-dbg), when that is installed.
+    let stdout = run_script(
+        "tracepoint:syscalls:sys_enter_openat /pid == cpid/ { printf(\"stack%s--\\n\", ustack(5)); }",
+        "open /etc/hostname",
+    );
+    let frames: Vec<&str> = stdout.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with("stack") && *line != "--").collect();
+    assert!(frames.iter().any(|frame| frame.starts_with("openat")), "no openat frame:\n{stdout}");
+    assert!(frames.iter().any(|frame| frame.starts_with("probe_test_helper::open_all+")), "no caller of openat:\n{stdout}");
+    assert!(!frames.iter().any(|frame| *frame == "0x0" || frame.contains("+0xffff")), "a bogus frame is printed:\n{stdout}");
+    if loader_debug_file_exists() {
+        assert!(
+            frames.iter().any(|frame| frame.starts_with("_dl_map_object+") || frame.contains("open_nocancel")),
+            "the dynamic loader's frames are not named from its debug file:\n{stdout}"
+        );
+    }
+}
+
+/// Tells whether the dynamic loader's detached debug file is installed,
+/// where its build id names it.
+fn loader_debug_file_exists() -> bool {
+    let Ok(data) = std::fs::read("/lib64/ld-linux-x86-64.so.2") else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return false;
+    };
+    let Ok(Some(id)) = object::Object::build_id(&file) else {
+        return false;
+    };
+    let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
+    PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])).is_file()
+}
