@@ -489,3 +489,25 @@ fn loader_debug_file_exists() -> bool {
     let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
     PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])).is_file()
 }
+
+#[test]
+fn exit_stops_later_events() {
+    if !is_root() {
+        return;
+    }
+    // Every system call of the machine prints a stack until exit() runs;
+    // after it the probes do nothing, so no record is lost for want of
+    // a reader.
+    let output = run(Command::new(bin("probe")).args([
+        "run",
+        "--buffer-size",
+        "8192",
+        "-e",
+        "tracepoint:raw_syscalls:sys_enter { print(kstack); exit(); }",
+        "-c",
+        "sleep 1",
+    ]));
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("lost"), "records after exit() were reported lost:\n{stderr}");
+}

@@ -270,6 +270,13 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     // is loaded or attached. A dry run writes no output.
     let output = if args.dry_run { None } else { Some(Output::open(args.output.as_deref())?) };
 
+    // User frames of the -c command name their files by build id, which
+    // these files provide once the command has exited. They are read
+    // before anything is attached, so that the probes do not see it.
+    let command_files = match &args.command {
+        Some(command) if compiled.uses_user_stacks() => crate::uprobe::program_files(command),
+        _ => Vec::new(),
+    };
     let loaded = runtime::load(&compiled, source, args.dry_run, args.verbose > 0);
     let mut loaded = match loaded {
         Ok(loaded) => loaded,
@@ -280,11 +287,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
             return Err(CliError::runtime(err.to_string()));
         }
     };
-    if let Some(command) = &args.command {
-        // User frames of the command name their files by build id, which
-        // these files provide once the command has exited.
-        loaded.symbols.add_files(crate::uprobe::program_files(command));
-    }
+    loaded.symbols.add_files(command_files);
     let Some(mut output) = output else {
         status!(
             "compiled and loaded {} program{}; nothing was attached",

@@ -30,6 +30,8 @@ pub const DROPS_MAP_NAME: &str = "drops";
 /// Name of the array of function and probe names that kprobe.multi
 /// programs index with their BPF cookie.
 pub const NAMES_MAP_NAME: &str = "names";
+/// Name of the flag that `exit()` sets.
+pub const EXIT_MAP_NAME: &str = "exited";
 /// `BPF_F_STACK_BUILD_ID`: a stack trace map of build ids and offsets.
 const BPF_F_STACK_BUILD_ID: u32 = 1 << 5;
 /// Default number of entries of each script map, as in bpftrace.
@@ -118,13 +120,23 @@ pub struct Compiled {
 impl Compiled {
     /// Names of the object's maps, in `MapRef` order.
     pub fn map_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = [EVENTS_MAP_NAME, LOST_MAP_NAME, ZERO_MAP_NAME, DROPS_MAP_NAME, NAMES_MAP_NAME]
+        let mut names: Vec<String> = [EVENTS_MAP_NAME, LOST_MAP_NAME, ZERO_MAP_NAME, DROPS_MAP_NAME, NAMES_MAP_NAME, EXIT_MAP_NAME]
             .iter()
             .map(|name| (*name).to_owned())
             .collect();
         names.extend((0..self.maps.len()).map(script_map_name));
         names.extend((0..self.stack_maps.len()).map(stack_map_name));
         names
+    }
+
+    /// Tells whether the script collects user stacks, whose frames are
+    /// named through the build ids of files.
+    pub fn uses_user_stacks(&self) -> bool {
+        let printed = self.outputs.iter().any(|output| match output {
+            OutputSpec::Printf { args, .. } => args.iter().any(|arg| matches!(arg, codegen::ArgSpec::Stack { user: true, .. })),
+            _ => false,
+        });
+        printed || self.stack_maps.iter().any(|&(user, _)| user)
     }
 
     /// An annotated listing of every program: each instruction with the
@@ -335,6 +347,14 @@ pub fn compile(source: &Source, env: &Environment, options: &CompileOptions) -> 
             key_size: 4,
             value_size: name_size,
             max_entries: function_names.len().max(1) as u32,
+            flags: 0,
+        },
+        MapDef {
+            name: EXIT_MAP_NAME.into(),
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
             flags: 0,
         },
     ];

@@ -28,7 +28,7 @@ pub const ZERO_MAP: MapRef = MapRef(2);
 /// because the map was full.
 pub const DROPS_MAP: MapRef = MapRef(3);
 /// `MapRef` of the first script map.
-pub const FIRST_SCRIPT_MAP: u32 = 5;
+pub const FIRST_SCRIPT_MAP: u32 = 6;
 
 /// `BPF_NOEXIST`: create the entry only if it does not exist yet.
 const BPF_NOEXIST: i32 = 1;
@@ -45,6 +45,9 @@ pub struct MapTable {
     /// Stack trace maps, one per kind and frame limit: `(user, frames)`.
     stacks: Vec<(bool, u32)>,
     by_name: HashMap<String, usize>,
+    /// Whether some probe calls `exit()`, so that every probe checks the
+    /// exit flag first.
+    pub uses_exit: bool,
     /// Set during the first code generation pass, which only collects
     /// declarations: a read of a map not declared yet then yields 0, so
     /// that the assignments after it are still seen.

@@ -36,6 +36,9 @@ pub const EVENTS_MAP: MapRef = MapRef(0);
 pub const LOST_MAP: MapRef = MapRef(1);
 /// The names of kprobe.multi targets, indexed by BPF cookie.
 pub const NAMES_MAP: MapRef = MapRef(4);
+/// A one-entry array that `exit()` sets to 1, after which the probes of a
+/// script that calls `exit()` do nothing.
+pub const EXIT_MAP: MapRef = MapRef(5);
 /// Largest entry of the names map: longer kernel function names are cut
 /// to 127 bytes.
 pub const MAX_NAME_SIZE: u32 = 128;
@@ -223,6 +226,9 @@ pub fn generate(
         probe.kind,
         super::probes::ProbeKind::Begin | super::probes::ProbeKind::End
     );
+    if codegen.maps.uses_exit && !is_begin_or_end {
+        codegen.skip_after_exit();
+    }
     if let (Some(pid), false) = (options.pid, is_begin_or_end) {
         codegen.pid_filter(pid);
     }
@@ -278,6 +284,30 @@ impl Codegen<'_> {
     fn set_line(&mut self, span: Span) {
         let line = self.source.line_column(span.start).line as u32;
         self.f.set_line(line);
+    }
+
+    /// Returns from the program once `exit()` has run: the events after
+    /// it would only fill the ring buffer that nobody reads any more.
+    fn skip_after_exit(&mut self) {
+        let value = self.exit_flag();
+        let done = self.done;
+        self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: value, rhs: Value::Imm(0), target: done });
+        let flag = self.f.vreg();
+        self.f.push(Inst::Load { size: Size::DW, dst: flag, base: value, off: 0 });
+        self.f.push(Inst::Branch { op: JmpOp::Ne, lhs: flag, rhs: Value::Imm(0), target: done });
+    }
+
+    /// Returns a pointer to the exit flag, 0 when the lookup fails.
+    pub(crate) fn exit_flag(&mut self) -> VReg {
+        let key = self.f.slot(4);
+        self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: Value::Imm(0) });
+        let key_address = self.f.vreg();
+        self.f.push(Inst::StackAddr { dst: key_address, slot: key, off: 0 });
+        let map = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: map, map: EXIT_MAP });
+        let value = self.f.vreg();
+        self.f.push(Inst::Call { helper: helper::MAP_LOOKUP_ELEM, args: vec![map.into(), key_address.into()], ret: Some(value) });
+        value
     }
 
     /// Returns from the program unless the current process is `pid`.

@@ -242,6 +242,12 @@ impl Codegen<'_> {
                 if !args.is_empty() {
                     return Err(self.error(Diagnostic::error(span, "exit() takes no arguments")));
                 }
+                self.maps.uses_exit = true;
+                let flag = self.exit_flag();
+                let skip = self.f.label();
+                self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: flag, rhs: Value::Imm(0), target: skip });
+                self.f.push(Inst::Store { size: Size::DW, base: flag, off: 0, src: Value::Imm(1) });
+                self.f.push(Inst::Label(skip));
                 let record = self.reserve_record();
                 let index = self.add_output(OutputSpec::Exit);
                 self.submit_record(record, index, RECORD_HEADER);
