@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod cli;
 pub mod fault;
+pub mod interrupt;
 pub mod format;
 pub mod kallsyms;
 pub mod kernel;

@@ -142,6 +142,7 @@ async fn trace(args: &AttachArgs) -> Result<(), CliError> {
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+    crate::interrupt::watch();
 
     if let Some(script) = &args.script {
         let script = read_script(script)?;

@@ -224,6 +224,7 @@ async fn run_script(args: &RunArgs, source: &Source, emit: Emit) -> Result<(), C
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("failed to handle SIGHUP")?;
+    crate::interrupt::watch();
 
     let mut child = match (&args.command, &emit) {
         (Some(command), Emit::Nothing) => Some(HeldChild::spawn(command)?),
