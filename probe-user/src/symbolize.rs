@@ -29,8 +29,12 @@ use crate::{
 /// Largest offset into a kernel function that symbolization accepts. The
 /// largest functions of a distribution kernel are tens of kilobytes.
 const MAX_FUNCTION_SIZE: u64 = 1 << 20;
-/// Indentation of each frame, as bpftrace prints stacks.
+/// Indentation of each frame of a printed stack, as bpftrace 0.17 prints
+/// them.
 const FRAME_INDENT: &str = "        ";
+/// Indentation of each frame of a stack in a map key, as bpftrace 0.17
+/// prints them.
+const KEY_FRAME_INDENT: &str = "    ";
 /// `EFAULT`, which the stack helpers return when there is no user stack
 /// (a kernel thread).
 const EFAULT: i64 = 14;
@@ -300,7 +304,7 @@ impl Resolver {
             .collect()
     }
 
-    fn stack_text(&self, user: bool, pid: u32, stack: &[Frame], limit: usize) -> String {
+    fn stack_text(&self, user: bool, pid: u32, stack: &[Frame], limit: usize, indent: &str) -> String {
         let frames = if user {
             self.user_stack(pid, &stack[..stack.len().min(limit)])
         } else {
@@ -321,7 +325,7 @@ impl Resolver {
         };
         let mut text = String::from("\n");
         for frame in frames {
-            text.push_str(FRAME_INDENT);
+            text.push_str(indent);
             text.push_str(&frame);
             text.push('\n');
         }
@@ -355,22 +359,22 @@ impl Resolver {
         if id < 0 {
             return match -id {
                 EFAULT => "\n".to_owned(),
-                EEXIST => format!("\n{FRAME_INDENT}[stack lost: another stack has the same hash]\n"),
-                errno => format!("\n{FRAME_INDENT}[stack lost: error {errno}]\n"),
+                EEXIST => format!("\n{KEY_FRAME_INDENT}[stack lost: another stack has the same hash]\n"),
+                errno => format!("\n{KEY_FRAME_INDENT}[stack lost: error {errno}]\n"),
             };
         }
         let Some((stacks, user, frames)) = self.stack_maps.get(map) else {
-            return format!("\n{FRAME_INDENT}[stack map {map} missing]\n");
+            return format!("\n{KEY_FRAME_INDENT}[stack map {map} missing]\n");
         };
         let entry_size = if *user { BUILD_ID_FRAME_SIZE } else { 8 };
         let raw = RawMap::new(stacks.fd(), 4, (frames * entry_size) as usize, false, 1);
         match raw.lookup(&(id as u32).to_le_bytes()) {
             Ok(Some(bytes)) => {
                 let stack = if *user { Frame::decode_user(&bytes) } else { Frame::decode_kernel(&bytes) };
-                self.stack_text(*user, pid, &stack, limit)
+                self.stack_text(*user, pid, &stack, limit, KEY_FRAME_INDENT)
             }
-            Ok(None) => format!("\n{FRAME_INDENT}[stack {id} no longer in its map]\n"),
-            Err(err) => format!("\n{FRAME_INDENT}[stack {id} unreadable: {err}]\n"),
+            Ok(None) => format!("\n{KEY_FRAME_INDENT}[stack {id} no longer in its map]\n"),
+            Err(err) => format!("\n{KEY_FRAME_INDENT}[stack {id} unreadable: {err}]\n"),
         }
     }
 }
@@ -478,7 +482,7 @@ pub fn escape_bytes(data: &[u8]) -> String {
 
 impl Symbols for Resolver {
     fn stack(&self, user: bool, pid: u32, stack: &[Frame], frames: usize) -> String {
-        self.stack_text(user, pid, stack, frames)
+        self.stack_text(user, pid, stack, frames, FRAME_INDENT)
     }
 
     fn special(&self, special: Special, bytes: &[u8]) -> String {

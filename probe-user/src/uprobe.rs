@@ -83,6 +83,21 @@ pub fn resolve_binary(binary: &str, pid: Option<u32>) -> Result<PathBuf, TargetE
         .with_hint("give its path, for example `uprobe:/usr/bin/NAME:FUNCTION`; libraries are looked up where the dynamic loader looks, programs in PATH"))
 }
 
+/// Tells whether process `pid` maps the file at `path`, by device and
+/// inode as `/proc/PID/maps` lists them. `None` when the process's maps
+/// cannot be read.
+pub fn process_maps_file(pid: u32, path: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let metadata = fs::metadata(path).ok()?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let inode = metadata.ino().to_string();
+    Some(maps.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(4) == Some(&inode.as_str()) && fields.get(5).is_some_and(|mapped| Path::new(mapped).file_name() == path.file_name())
+    }))
+}
+
 /// Returns the program that `command` runs (its first word, a path or a
 /// name in `PATH`) and the shared libraries it needs, found as the
 /// dynamic loader would find them. Missing files are left out.
@@ -134,10 +149,14 @@ fn needed_libraries(path: &Path) -> Vec<String> {
 /// Tells whether a file name is library `name`: `libc` and `c` match
 /// `libc.so.6`, and `libc.so.6` matches itself.
 fn is_library_named(file_name: &str, name: &str) -> bool {
-    let stem = name.strip_prefix("lib").unwrap_or(name);
     if file_name == name {
         return file_name.contains(".so");
     }
+    // `libc.so` names `libc.so.6` too.
+    if name.ends_with(".so") && file_name.starts_with(name) && file_name[name.len()..].starts_with('.') {
+        return true;
+    }
+    let stem = name.strip_prefix("lib").unwrap_or(name);
     let Some(rest) = file_name.strip_prefix("lib").and_then(|rest| rest.strip_prefix(stem)) else {
         return false;
     };
@@ -248,7 +267,8 @@ fn read_elf(path: &Path) -> Result<Vec<u8>, TargetError> {
 
 fn parse_elf<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, TargetError> {
     object::File::parse(data).map_err(|err| {
-        TargetError::new(format!("`{}` is not an ELF file: {err}", path.display()))
+        log::debug!("cannot parse {}: {err}", path.display());
+        TargetError::new(format!("`{}` is not an ELF file", path.display()))
             .with_hint("uprobes attach to executables and shared libraries")
     })
 }
@@ -280,7 +300,7 @@ pub fn resolve_glob(path: &Path, pattern: &str) -> Result<Vec<UserTarget>, Targe
     }
     if functions.len() > MAX_GLOB_MATCHES {
         return Err(TargetError::new(format!(
-            "`{pattern}` matches {} functions in `{}`, more than the {MAX_GLOB_MATCHES} one uprobe may attach to",
+            "`{pattern}` matches {} functions in `{}`; a wildcard uprobe attaches to at most {MAX_GLOB_MATCHES}",
             functions.len(),
             path.display()
         ))
@@ -512,6 +532,8 @@ mod tests {
         assert!(is_library_named("libssl-3.so", "libssl"));
         assert!(!is_library_named("libcrypt.so.1", "libc"));
         assert!(!is_library_named("libc_malloc_debug.so.0", "libc"));
+        assert!(is_library_named("libc.so.6", "libc.so"));
+        assert!(!is_library_named("libcap.so.2", "libc.so"));
     }
 
     #[test]

@@ -93,7 +93,8 @@ fn ustack_key_counts_calls() {
     }
     let helper = helper_path();
     let stdout = run_script(&format!("uprobe:{helper}:chain_c /pid == cpid/ {{ @[ustack(3)] = count(); }}"), "call-chain 5 --linger-ms 1000");
-    let expected_start = "@[\n        chain_c+0";
+    // Map keys indent frames by 4 spaces, printf by 8, as bpftrace does.
+    let expected_start = "@[\n    chain_c+0";
     assert!(stdout.contains(expected_start), "no chain_c stack key:\n{stdout}");
     let key: Vec<&str> = stdout.lines().skip_while(|line| *line != "@[").skip(1).take(3).map(str::trim).collect();
     assert!(key[1].starts_with("chain_b+") && key[2].starts_with("chain_a+"), "unexpected frames {key:?}:\n{stdout}");

@@ -250,7 +250,7 @@ pub fn resolve(point: &AttachPoint, env: &Environment, notes: &mut Vec<Diagnosti
             resolve_fentry(&request, point.provider == Provider::Fexit, function.span, env, notes)
         }
         (Provider::Uprobe | Provider::Uretprobe, AttachTarget::Uprobe { binary, language, location }) => {
-            resolve_uprobe(point, binary.as_ref(), language.as_ref(), location, env)
+            resolve_uprobe(point, binary.as_ref(), language.as_ref(), location, env, notes)
         }
         _ => resolve_one(point, env).map(|probe| vec![probe]),
     }
@@ -371,6 +371,7 @@ fn resolve_uprobe(
     language: Option<&super::ast::Name>,
     location: &Location,
     env: &Environment,
+    notes: &mut Vec<Diagnostic>,
 ) -> Result<Vec<ResolvedProbe>, Diagnostic> {
     use crate::uprobe::{self, LocationChecks, UserLocation};
 
@@ -409,6 +410,14 @@ fn resolve_uprobe(
             vec![uprobe::resolve_location(&path, &location, checks).map_err(|err| target_diagnostic(err, number.span))?]
         }
     };
+    if let Some(pid) = env.target_pid {
+        if uprobe::process_maps_file(pid, &path) == Some(false) {
+            notes.push(Diagnostic::warning(
+                point.span,
+                format!("process {pid} does not map `{}`, so this probe fires only if it loads it later", path.display()),
+            ));
+        }
+    }
     let go = targets.first().is_some_and(|target| target.go);
     if ret && go && !env.unsafe_uprobes {
         return Err(Diagnostic::error(

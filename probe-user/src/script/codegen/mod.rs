@@ -573,6 +573,10 @@ impl Codegen<'_> {
                 ),
             )
             .with_hint("a variable keeps the type of its first assignment; use another variable"))),
+            (None, value @ Val::Stack { .. }) => Err(self.error(
+                Diagnostic::error(span, format!("cannot assign {} to a variable", self.describe(&value)))
+                    .with_hint("print the stack with printf(\"%s\", ...) or print(), or count it in a map: @[kstack] = count()"),
+            )),
             (None, value) => Err(self.error(Diagnostic::error(
                 span,
                 format!("cannot assign {} to a variable", self.describe(&value)),
