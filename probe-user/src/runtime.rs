@@ -210,8 +210,10 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         .saturating_sub(skipped.len());
     if !dry_run {
         info!(
-            "attached {attached} programs in {:.0} ms ({functions} kernel functions)",
-            progress.start.elapsed().as_secs_f64() * 1000.0
+            "attached {attached} program{} in {:.0} ms ({functions} kernel function{})",
+            plural(attached),
+            progress.start.elapsed().as_secs_f64() * 1000.0,
+            plural(functions)
         );
     }
     report_skipped(&skipped);
@@ -343,7 +345,8 @@ impl Progress {
         if self.shown {
             let _ = writeln!(
                 std::io::stderr(),
-                "attached {attached} programs in {:.1} s",
+                "attached {attached} program{} in {:.1} s",
+                plural(attached),
                 self.start.elapsed().as_secs_f64()
             );
         }
@@ -848,6 +851,11 @@ fn describe_attach_error(kind: &ProbeKind, err: &ProgramError) -> RuntimeError {
     RuntimeError::Attach(message)
 }
 
+/// Returns the plural ending for `count` things.
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
 /// Formats an error with its causes on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
@@ -915,7 +923,7 @@ impl Loaded {
                 log::warn!("failed to detach program {name}: {}", error_chain(&err));
             }
         }
-        info!("detached {count} programs in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+        info!("detached {count} program{} in {:.0} ms", plural(count), started.elapsed().as_secs_f64() * 1000.0);
     }
 
     /// Reads and drops every record in the ring buffer; returns how many
@@ -936,7 +944,12 @@ impl Loaded {
         detach_kprobes(std::mem::take(&mut self.kprobes));
         self.ebpf = None;
         if had_programs {
-            info!("detached {} programs in {:.0} ms", self.attached, started.elapsed().as_secs_f64() * 1000.0);
+            info!(
+                "detached {} program{} in {:.0} ms",
+                self.attached,
+                plural(self.attached),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
         }
     }
 

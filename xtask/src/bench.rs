@@ -317,7 +317,7 @@ fn bench_wide_attach(plan: &Plan, report: &mut Report) -> Result<()> {
             // `attached 4 programs in 812 ms (1012 kernel functions)`
             let attached_functions = lines
                 .iter()
-                .filter(|line| line.contains(" kernel functions)"))
+                .filter(|line| line.contains(" kernel function"))
                 .find_map(|line| line.rsplit_once('(')?.1.split_whitespace().next()?.parse::<f64>().ok())
                 .unwrap_or(count);
             functions.push(Tool::Ours, attached_functions);
@@ -335,7 +335,7 @@ fn parse_timing(line: &str, word: &str) -> Option<(f64, f64)> {
     let (_, rest) = line.split_once(word)?;
     let mut words = rest.split_whitespace();
     let count = words.next()?.parse().ok()?;
-    if words.next()? != "programs" || words.next()? != "in" {
+    if !matches!(words.next()?, "programs" | "program") || words.next()? != "in" {
         return None;
     }
     let ms = words.next()?.parse().ok()?;
