@@ -37,6 +37,8 @@ use crate::{
     },
 };
 
+pub mod pin;
+
 /// Error from loading or attaching a script.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
