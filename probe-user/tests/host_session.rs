@@ -15,7 +15,7 @@ fn lifecycle_start_to_stop() {
 
 #[test]
 fn ttl_stops_counting_and_removes() {
-    session::ttl_expiry("host-ttl", POINT);
+    session::ttl_expiry("host-ttl", POINT, 3);
 }
 
 #[test]

@@ -175,14 +175,18 @@ fn pinned_total(path: &Path) -> u64 {
 }
 
 /// Past the deadline the programs count nothing, and the next command
-/// removes the session.
-pub fn ttl_expiry(name: &str, point: &str) {
+/// removes the session. `ttl_seconds` must cover the start itself, which
+/// takes seconds in an emulated VM.
+pub fn ttl_expiry(name: &str, point: &str, ttl_seconds: u64) {
     let script = format!("{point} /comm == \"probe-test-help\"/ {{ @kills = count(); }}");
-    session_ok(&["start", name, "--ttl", "3s", "-e", &script]);
+    let ttl = format!("{ttl_seconds}s");
+    let started = Instant::now();
+    session_ok(&["start", name, "--ttl", &ttl, "-e", &script]);
     let map = session_dir(name).join("map_0");
     kills(2);
     assert_eq!(pinned_total(&map), 2, "counted before the deadline");
-    thread::sleep(Duration::from_millis(3500));
+    let expiry = Duration::from_secs(ttl_seconds) + Duration::from_millis(500);
+    thread::sleep(expiry.saturating_sub(started.elapsed()));
     kills(4);
     assert_eq!(pinned_total(&map), 2, "nothing counted after the deadline");
     let listed = session_ok(&["list"]);

@@ -1,0 +1,81 @@
+//! `probe session` on kprobes and fentry, inside the test VM (`cargo xtask
+//! test --tier vm`); the host tests run the same scenarios on tracepoints.
+//! The VM has neither tmux nor curl, so `probe top` and the metrics
+//! endpoint are tested on the host only.
+
+mod common;
+
+use common::{kernel_expected_to_have, session};
+
+const KPROBE: &str = "kprobe:__x64_sys_kill";
+const FENTRY: &str = "fentry:__x64_sys_kill";
+
+/// Tells whether the kernel has `feature`; prints why a test skips when
+/// it has not, and fails when the runner states that it must.
+fn has(feature: &str) -> bool {
+    let present = match feature {
+        "kprobe" => common::kernel_has_kprobes(),
+        _ => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+    };
+    if !present {
+        assert!(!kernel_expected_to_have(feature), "this kernel should have {feature}");
+        eprintln!("skipped: this kernel has no {feature}");
+    }
+    present
+}
+
+#[test]
+fn kprobe_lifecycle() {
+    if has("kprobe") {
+        session::lifecycle("vm-kprobe", KPROBE);
+    }
+}
+
+#[test]
+fn fentry_lifecycle() {
+    if has("fentry") {
+        session::lifecycle("vm-fentry", FENTRY);
+    }
+}
+
+#[test]
+fn kprobe_ttl_expiry() {
+    if has("kprobe") {
+        session::ttl_expiry("vm-ttl", KPROBE, 15);
+    }
+}
+
+#[test]
+fn fentry_ttl_expiry() {
+    if has("fentry") {
+        session::ttl_expiry("vm-fttl", FENTRY, 15);
+    }
+}
+
+#[test]
+fn half_way_failure_kprobe_then_fentry() {
+    if has("kprobe") && has("fentry") {
+        session::half_way_failure("vm-half", KPROBE, FENTRY);
+    }
+}
+
+#[test]
+fn stop_cleans_partly_removed_kprobe() {
+    if has("kprobe") {
+        session::stop_after_manual_removal("vm-partial", KPROBE);
+    }
+}
+
+#[test]
+fn bad_starts_are_rejected() {
+    if has("kprobe") {
+        session::rejected_starts(KPROBE);
+    }
+}
+
+#[test]
+fn concurrent_kprobe_sessions() {
+    if has("kprobe") {
+        session::concurrent_starts(KPROBE);
+    }
+}
