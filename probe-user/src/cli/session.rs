@@ -101,7 +101,7 @@ struct StartArgs {
     #[arg(short = 'e', value_name = "PROGRAM")]
     program: Option<String>,
 
-    /// Stop the probes after this long, such as 30s, 10m, 2h or 1d; the
+    /// Stop the probes after this long, such as 30s, 10m, 2h or 1d. The
     /// programs check the deadline themselves, and the next `probe`
     /// command removes the session.
     #[arg(long, value_name = "DURATION")]

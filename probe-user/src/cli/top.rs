@@ -1,10 +1,10 @@
 //! `probe top`: a terminal view of every session and mitigation,
 //! refreshed every second, with keys to stop them.
 //!
-//! The terminal is restored on every way out: `q`, Esc or Ctrl-C, an
-//! error (a guard restores it when dropped), a panic (ratatui's panic
-//! hook), and SIGTERM, SIGINT or SIGHUP (a handler sets a flag that the
-//! event loop checks at least four times a second).
+//! The terminal is restored on every way out. `q`, Esc, Ctrl-C and errors
+//! return through a guard that restores it when dropped. ratatui's panic
+//! hook restores it on a panic. SIGTERM, SIGINT and SIGHUP set a flag that
+//! the event loop checks at least four times a second.
 
 use std::{
     collections::HashMap,
@@ -48,7 +48,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 struct Item {
     /// `session NAME` or `mitigation ID`.
     label: String,
-    /// What `s` runs to stop it: the arguments of this program.
+    /// The arguments of this program that `s` runs to stop it.
     stop_args: Vec<String>,
     probes: String,
     program_ids: Vec<u32>,

@@ -3,10 +3,10 @@
 //! and ring buffer from bpffs again.
 //!
 //! Only BPF links can be pinned. fentry, fexit, LSM, raw tracepoint and
-//! kprobe.multi attachments are links on every kernel that has them;
-//! kprobes here are perf-event links (Linux 5.15 and later), and aya
-//! attaches tracepoints through a perf-event link on the same kernels and
-//! through an ioctl before, which cannot be pinned.
+//! kprobe.multi attachments are links on every kernel that has them.
+//! Kprobes here are perf-event links (Linux 5.15 and later). aya attaches
+//! tracepoints through a perf-event link on the same kernels, and through
+//! an ioctl, which cannot be pinned, on older ones.
 
 use std::{os::fd::AsFd as _, path::Path};
 
@@ -28,7 +28,8 @@ use crate::{
     },
 };
 
-/// What [`Loaded::attach_pinned`] attached and pinned.
+/// The result of [`Loaded::attach_pinned`]: the loaded script and the
+/// pinned probes.
 pub struct Pinned {
     pub loaded: Loaded,
     pub probes: Vec<ProbeRecord>,

@@ -4,8 +4,8 @@
 //! `printf` and `print(expr)` records wait in the pinned ring buffer for
 //! `probe session attach`, and are counted as lost once it is full.
 //! `exit()`, and `print`, `clear` and `zero` on a whole map, are carried
-//! out by the reading process, so outside `END` they would silently do
-//! nothing; a session rejects them. `BEGIN` runs once at `start` and
+//! out by the reading process. Outside `END` they would silently do
+//! nothing, so a session rejects them. `BEGIN` runs once at `start` and
 //! `END` at `stop`, where the tool itself prints their output.
 
 use crate::script::{

@@ -3,8 +3,8 @@
 //!
 //! Metrics, each labelled `session="NAME"`:
 //!
-//! * `probe_session_map_value{map, key}`: each entry of a map that holds a
-//!   plain integer, `count()`, `sum()`, `min()` or `max()`. `key` is the
+//! * `probe_session_map_value{map, key}`: each entry of a map of a plain
+//!   integer, `count()`, `sum()`, `min()` or `max()`. `key` is the
 //!   key's parts joined with `,`, empty for a map without keys.
 //! * `probe_session_map_count{map, key}` and `probe_session_map_sum{map,
 //!   key}`: the count and total of `avg()` and `stats()` entries.
@@ -127,14 +127,14 @@ pub fn render(session: &str, maps: &[(&MapSpec, Vec<Entry>)], lost: u64, runs: O
     text
 }
 
-/// Answers HTTP requests on `listener` until an error: `GET /metrics`
-/// (or `/`) with `metrics()`, which returns the body or an error message
-/// to send with status 503; anything else with 404 or 405.
+/// Serves HTTP requests on `listener` until `accept` fails. `GET /metrics`
+/// (or `/`) gets the body that `metrics()` returns, or its error message
+/// with status 503. Other paths get 404, other methods 405.
 pub fn serve(listener: &TcpListener, mut metrics: impl FnMut() -> Result<String, String>) -> io::Result<()> {
     loop {
         let (stream, peer) = listener.accept()?;
         if let Err(err) = answer(stream, &mut metrics) {
-            log::warn!("failed to answer {peer}: {err}");
+            log::warn!("failed to respond to {peer}: {err}");
         }
     }
 }

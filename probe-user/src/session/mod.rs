@@ -18,14 +18,14 @@ use store::Meta;
 /// The sysctl that makes the kernel count runs and run time of every BPF
 /// program (Linux 5.1 and later).
 pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-/// The file in [`store::RUN_DIR`] that holds the sysctl's value from
+/// The file in [`store::RUN_DIR`] that contains the sysctl's value from
 /// before a session turned it on, to restore when the last such session
 /// stops.
 const STATS_RESTORE_FILE: &str = "stats_restore";
 
 /// Removes the sessions past their deadline and the directories of
-/// interrupted starts, and returns the removed sessions' names with what
-/// was said about the statistics sysctl. Does nothing, quickly, when not
+/// interrupted starts, and returns the messages to print: the removed
+/// sessions, and a restored statistics sysctl. Does nothing, quickly, when not
 /// root or when no session was ever started.
 pub fn remove_expired_if_any() -> Vec<String> {
     if !crate::kernel::is_root() || !Path::new(store::ROOT).exists() {

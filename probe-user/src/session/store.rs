@@ -4,7 +4,7 @@
 //! the pinned `END` programs (`end_SYMBOL`), and the description and the
 //! script as symbolic links (`meta_N`, `script_N`), because bpffs accepts
 //! only pinned objects, directories and symbolic links. A symbolic link's
-//! target holds at most 4095 bytes, so longer text is split over several.
+//! target contains at most 4095 bytes, so longer text is split over several.
 //!
 //! Locks live in the run directory [`RUN_DIR`]: `NAME.lock` is held while
 //! a session is started or stopped, `NAME.reader` while a process reads its
@@ -18,12 +18,12 @@ use std::{
 
 /// The directory that contains one directory per session.
 pub const ROOT: &str = "/sys/fs/bpf/probe/sessions";
-/// Where the lock files are.
+/// The directory of the lock files.
 pub const RUN_DIR: &str = "/run/probe/sessions";
 /// Prefix of the directory of a session being started, followed by the
 /// starting process's pid; renamed to the session's name at the end.
 pub const PARTIAL_PREFIX: &str = "partial-";
-/// The longest session name.
+/// The maximum length of a session name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 /// Bytes of text per symbolic link, below the kernel's 4095-byte limit.
 const CHUNK: usize = 4000;
@@ -236,9 +236,9 @@ impl Lock {
         Ok(lock)
     }
 
-    /// Takes the lock `NAME` if nobody holds it, and writes this process's
-    /// id into it. Returns `Ok(None)` with the holder's id as the file
-    /// states it when another process holds it.
+    /// Takes the lock `NAME` unless another process has it, and writes
+    /// this process's id into its file. Returns `Ok(Err(holder))`, with
+    /// the id that the file contains, when another process has the lock.
     pub fn try_acquire(name: &str) -> io::Result<Result<Lock, String>> {
         let lock = Self::open(name)?;
         match lock.flock(libc::LOCK_EX | libc::LOCK_NB) {
@@ -279,12 +279,12 @@ impl Lock {
     }
 }
 
-/// The lock that `start` and `stop` of session `name` hold.
+/// Waits for the lock that `start` and `stop` of session `name` take.
 pub fn name_lock(name: &str) -> io::Result<Lock> {
     Lock::acquire(&format!("{name}.lock"))
 }
 
-/// The lock of the one reader of session `name`'s ring buffer.
+/// Takes the lock of the one reader of session `name`'s ring buffer.
 pub fn reader_lock(name: &str) -> io::Result<Result<Lock, String>> {
     Lock::try_acquire(&format!("{name}.reader"))
 }

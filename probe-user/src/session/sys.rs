@@ -52,7 +52,7 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     bpf(BPF_OBJ_PIN, &mut attr).map(drop)
 }
 
-/// What `bpf_prog_info` tells about a loaded program.
+/// Facts from `bpf_prog_info` about a loaded program.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgramFacts {
     pub id: u32,

@@ -39,7 +39,7 @@ pub fn kills(count: usize) {
     assert!(output.status.success(), "kill-zero: {}", text(&output.stderr));
 }
 
-/// A script counting the helper's kill calls at `point`, with BEGIN and
+/// Returns a script counting the helper's kill calls at `point`, with BEGIN and
 /// END output.
 pub fn counting_script(point: &str) -> String {
     format!(
@@ -105,7 +105,8 @@ pub fn lifecycle(name: &str, point: &str) {
     assert!(columns[4].ends_with(point.split(':').next_back().unwrap_or(point)), "probe: {row}");
     let hits: u64 = columns[5].parse().unwrap_or_else(|_| panic!("hits in {row}"));
     assert!(hits >= 3, "hits: {row}");
-    assert!(columns[6].ends_with('s') && columns[6] != "0ns", "run time: {row}");
+    assert!(columns[6].ends_with('s'), "run time: {row}");
+    assert_ne!(columns[6], "0ns", "run time: {row}");
     assert!(columns[2].starts_with("9m") || columns[2].starts_with("10m"), "time left: {row}");
 
     // The first reader gets the records written so far, then new ones.
@@ -123,7 +124,8 @@ pub fn lifecycle(name: &str, point: &str) {
     let second = probe(&["session", "attach", name]);
     assert_eq!(second.status.code(), Some(1), "a second reader is refused");
     let second_err = text(&second.stderr);
-    assert!(second_err.contains("already has a reader") && second_err.contains(&reader.id().to_string()), "{second_err}");
+    assert!(second_err.contains("already has a reader"), "{second_err}");
+    assert!(second_err.contains(&reader.id().to_string()), "{second_err}");
     let refused_stop = probe(&["session", "stop", name]);
     assert!(!refused_stop.status.success(), "stop waits for the reader to end");
     assert!(text(&refused_stop.stderr).contains("has a reader"), "{}", text(&refused_stop.stderr));
@@ -200,7 +202,7 @@ pub fn ttl_expiry(name: &str, point: &str, ttl_seconds: u64) {
     assert_nothing_attached("after the session expired");
 }
 
-/// A failure while attaching the second probe leaves nothing pinned or
+/// Checks that a failure while attaching the second probe leaves nothing pinned or
 /// attached.
 pub fn half_way_failure(name: &str, first: &str, second: &str) {
     let script = format!("{first} {{ @a = count(); }}\n{second} {{ @b = count(); }}");
@@ -221,7 +223,7 @@ pub fn half_way_failure(name: &str, first: &str, second: &str) {
 }
 
 /// `stop` after part of the bpffs state was removed by hand removes the
-/// rest and says what it found.
+/// rest and lists what it found.
 pub fn stop_after_manual_removal(name: &str, point: &str) {
     let script = format!("{point} {{ @calls = count(); }}");
     session_ok(&["start", name, "-e", &script]);
@@ -231,7 +233,8 @@ pub fn stop_after_manual_removal(name: &str, point: &str) {
     let stopped = session_ok(&["stop", name]);
     let stderr = text(&stopped.stderr);
     assert!(stderr.contains(&format!("session {name} is incomplete")), "{stderr}");
-    assert!(stderr.contains("Removed what was left in") && stderr.contains("link_probe_0_0"), "{stderr}");
+    assert!(stderr.contains("Removed what was left in"), "{stderr}");
+    assert!(stderr.contains("link_probe_0_0"), "{stderr}");
     assert!(!stderr.contains("map_0,"), "map_0 was already gone: {stderr}");
     assert!(leftovers(name).is_empty(), "left: {:?}", leftovers(name));
     assert_nothing_attached("after stopping an incomplete session");
@@ -325,7 +328,8 @@ pub fn top_in_tmux(name: &str, point: &str) {
     tmux(&["new-session", "-d", "-s", &tmux_session, "-x", "150", "-y", "20", &command]);
     let pane = tmux_session.as_str();
     let screen = wait_for_pane(pane, &format!("session {name}"));
-    assert!(screen.contains("EVENTS/S") && screen.contains("CPU/S"), "{screen}");
+    assert!(screen.contains("EVENTS/S"), "{screen}");
+    assert!(screen.contains("CPU/S"), "{screen}");
     tmux(&["send-keys", "-t", pane, "s"]);
     let screen = wait_for_pane(pane, &format!("stopped session {name}"));
     assert!(screen.contains("probe top: 0 sessions"), "{screen}");
