@@ -9,6 +9,10 @@ use common::{kernel_expected_to_have, session};
 
 const KPROBE: &str = "kprobe:__x64_sys_kill";
 const FENTRY: &str = "fentry:__x64_sys_kill";
+/// A glob: one kprobe.multi link where the kernel has fprobe (the 6.12
+/// test kernel), one kprobe per function elsewhere.
+const KPROBE_GLOB: &str = "kprobe:__x64_sys_kil?";
+const TRACEPOINT: &str = "tracepoint:syscalls:sys_enter_kill";
 
 /// Tells whether the kernel has `feature`; prints why a test skips when
 /// it has not, and fails when the runner states that it must.
@@ -36,6 +40,18 @@ fn fentry_lifecycle() {
     if has("fentry") {
         session::lifecycle("vm-fentry", FENTRY);
     }
+}
+
+#[test]
+fn kprobe_glob_lifecycle() {
+    if has("kprobe") {
+        session::lifecycle("vm-glob", KPROBE_GLOB);
+    }
+}
+
+#[test]
+fn tracepoint_lifecycle() {
+    session::lifecycle("vm-tracepoint", TRACEPOINT);
 }
 
 #[test]

@@ -151,3 +151,36 @@ pub fn read_session(name: &str) -> Result<(Meta, String), String> {
     let script = store::read_text(&dir, "script").map_err(|err| err.to_string())?;
     Ok((meta, script))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::script::{
+        codegen::helper,
+        compile::{self, CompileOptions},
+        env::Environment,
+        insn::Insn,
+        probes::ProbeKind,
+        span::Source,
+    };
+
+    #[test]
+    fn deadline_check_comes_first() {
+        let source = Source::new("-e", "BEGIN { @b = 1; } interval:s:1 { @x = count(); } END { @e = 1; }");
+        let mut options = CompileOptions::default();
+        options.codegen.deadline_boot_ns = 123_000_000_000;
+        let compiled = compile::compile(&source, &Environment::fixed(None, Vec::new()), &options).expect("compiles");
+        for probe in &compiled.probes {
+            let calls: Vec<i32> = probe.code.insns.iter().filter(|insn| insn.opcode == Insn::call(0).opcode).map(|insn| insn.imm).collect();
+            let checks_deadline = calls.first() == Some(&helper::KTIME_GET_BOOT_NS);
+            match probe.kind {
+                ProbeKind::Begin | ProbeKind::End => assert!(!calls.contains(&helper::KTIME_GET_BOOT_NS), "{calls:?}"),
+                _ => assert!(checks_deadline, "{} calls {calls:?}", probe.kind.display_name()),
+            }
+        }
+
+        let without = compile::compile(&source, &Environment::fixed(None, Vec::new()), &CompileOptions::default()).expect("compiles");
+        for probe in &without.probes {
+            assert!(probe.code.insns.iter().all(|insn| insn.imm != helper::KTIME_GET_BOOT_NS || insn.opcode != Insn::call(0).opcode));
+        }
+    }
+}
