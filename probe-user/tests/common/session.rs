@@ -341,6 +341,20 @@ pub fn top_in_tmux(name: &str, point: &str) {
     assert!(!screen.contains("EVENTS/S"), "the alternate screen is left: {screen}");
     let _ = run(Command::new("tmux").args(["kill-session", "-t", pane]));
     assert_nothing_attached("after probe top stopped the session");
+
+    // SIGTERM ends it too, with the terminal restored.
+    let pane = format!("probe-top-term-{}", std::process::id());
+    tmux(&["new-session", "-d", "-s", &pane, "-x", "150", "-y", "20", &command]);
+    wait_for_pane(&pane, "EVENTS/S");
+    let shell = tmux(&["display", "-p", "-t", &pane, "#{pane_pid}"]).trim().to_owned();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).expect("the shell's children");
+    let top: i32 = children.split_whitespace().next().and_then(|pid| pid.parse().ok()).expect("probe top's pid");
+    // SAFETY: kill has no memory-safety preconditions; `top` is the pid
+    // of the probe top this test started.
+    assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
+    let screen = wait_for_pane(&pane, "top-exited-0");
+    assert!(!screen.contains("EVENTS/S"), "the alternate screen is left after SIGTERM: {screen}");
+    let _ = run(Command::new("tmux").args(["kill-session", "-t", &pane]));
 }
 
 /// `probe session export` serves the session's counters to curl.
