@@ -189,8 +189,19 @@ pub fn ttl_expiry(name: &str, point: &str, ttl_seconds: u64) {
     let map = session_dir(name).join("map_0");
     kills(2);
     assert_eq!(pinned_total(&map), 2, "counted before the deadline");
-    let expiry = Duration::from_secs(ttl_seconds) + Duration::from_millis(500);
-    thread::sleep(expiry.saturating_sub(started.elapsed()));
+    // Wait for the deadline that the session recorded, on the clock that
+    // the programs read.
+    let meta = std::fs::read_link(session_dir(name).join("meta_0")).expect("the session's description");
+    let deadline: u64 = meta
+        .to_string_lossy()
+        .lines()
+        .find_map(|line| line.strip_prefix("deadline_boot_ns="))
+        .and_then(|value| value.parse().ok())
+        .expect("deadline_boot_ns in the description");
+    let now = probe_user::mitigate::store::boot_time_ns();
+    assert!(deadline > now, "the deadline passed during the start, {:?} after it began", started.elapsed());
+    assert!(deadline - now <= ttl_seconds * 1_000_000_000, "the deadline is more than {ttl_seconds} s away");
+    thread::sleep(Duration::from_nanos(deadline - now) + Duration::from_millis(200));
     kills(4);
     assert_eq!(pinned_total(&map), 2, "nothing counted after the deadline");
     let listed = session_ok(&["list"]);
