@@ -3,8 +3,9 @@
 //! VM runs the same scenarios on kprobes and fentry (`vm_session.rs`).
 
 mod common;
+#[path = "common/session.rs"]
+mod session;
 
-use common::session;
 
 const POINT: &str = "tracepoint:syscalls:sys_enter_kill";
 

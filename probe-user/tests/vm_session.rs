@@ -4,8 +4,10 @@
 //! endpoint are tested on the host only.
 
 mod common;
+#[path = "common/session.rs"]
+mod session;
 
-use common::{kernel_expected_to_have, session};
+use common::kernel_expected_to_have;
 
 const KPROBE: &str = "kprobe:__x64_sys_kill";
 const FENTRY: &str = "fentry:__x64_sys_kill";
@@ -94,4 +96,26 @@ fn concurrent_kprobe_sessions() {
     if has("kprobe") {
         session::concurrent_starts(KPROBE);
     }
+}
+
+#[test]
+fn lsm_session_counts_and_stops() {
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|list| list.split(',').any(|name| name.trim() == "bpf"));
+    if !lsm_active {
+        assert!(!kernel_expected_to_have("lsm"), "this kernel should have the BPF LSM active");
+        eprintln!("skipped: the BPF LSM is not active");
+        return;
+    }
+    let script = "lsm:socket_create /comm == \"probe-test-help\"/ { @sockets[args.family] = count(); }";
+    session::session_ok(&["start", "vm-lsm", "-e", script]);
+    let ids = session::program_ids("vm-lsm");
+    for _ in 0..2 {
+        let output = common::run(common::helper().args(["socket", "1", "1"]));
+        assert!(output.status.success(), "{}", common::text(&output.stderr));
+    }
+    let shown = session::session_ok(&["show", "vm-lsm"]);
+    assert!(common::text(&shown.stdout).contains("@sockets[1]: 2"), "{}", common::text(&shown.stdout));
+    session::session_ok(&["stop", "vm-lsm"]);
+    assert!(!std::path::Path::new(session::ROOT).join("vm-lsm").exists());
+    session::assert_programs_gone(&ids, "after the LSM session");
 }

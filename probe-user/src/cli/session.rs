@@ -389,9 +389,10 @@ fn stop(name: &str) -> Result<(), CliError> {
             status!("Stopped session {name}.");
         }
         Err(err) => {
-            // Part of the state was removed by hand: remove the rest.
+            // Part of the state was removed by hand, or the script no
+            // longer compiles on this kernel: remove what is left.
             let found = store::remove(&dir).with_context(|| format!("failed to remove {}", dir.display()))?;
-            status!("session {name} is incomplete, so END and the maps cannot be printed: {}", err.error);
+            status!("session {name} could not be read, so END and the final maps are not printed: {}", err.error);
             if found.is_empty() {
                 status!("Removed the empty directory {}.", dir.display());
             } else {

@@ -117,6 +117,7 @@ impl Loaded {
                     })?;
                     sys::pin(link.as_fd(), &link_path).map_err(|err| pin_failed("the link", &link_path, err.to_string()))?;
                     let program_id = sys::program_facts(program.as_fd()).map(|facts| facts.id).unwrap_or(0);
+                    log::info!("attached and pinned {name} (program id {program_id})");
                     probes.push(ProbeRecord { program_id, name });
                 }
                 _ => {
@@ -124,7 +125,7 @@ impl Loaded {
                         .map_err(|err| RuntimeError::Attach(err.to_string()))?;
                     match attach_link(ebpf, probe, &link_path) {
                         Ok(program_id) => {
-                            log::info!("attached and pinned {name}");
+                            log::info!("attached and pinned {name} (program id {program_id})");
                             probes.push(ProbeRecord { program_id, name });
                         }
                         Err(err) if probe.optional && !compiled.strict => {

@@ -245,4 +245,3 @@ pub fn parse_event(line: &str) -> (String, u32, u32, String) {
     let call = fields.collect::<Vec<_>>().join(" ");
     (comm, pid, tid, call)
 }
-pub mod session;
