@@ -47,7 +47,8 @@ pub struct SessionArgs {
 #[derive(Debug, clap::Subcommand)]
 enum SessionCommand {
     /// Compile, load, attach and pin a script, then return: the probes keep
-    /// running with no process of ours. BEGIN runs now and END at `stop`.
+    /// running with no process of ours. BEGIN runs now, and its output is
+    /// printed with whatever the probes printed meanwhile. END runs at `stop`.
     /// Interval and profile probes, and exit(), clear(), zero() and print()
     /// of a whole map outside END, need a live reader and are rejected.
     Start(StartArgs),

@@ -220,8 +220,10 @@ pub fn ttl_expiry(name: &str, point: &str, ttl_seconds: u64) {
     session_ok(&["start", name, "--ttl", &ttl, "-e", &script]);
     let map = session_dir(name).join("map_0");
     let ids = program_ids(name);
+
     kills(2);
     assert_eq!(pinned_total(&map), 2, "counted before the deadline");
+
     // Wait for the deadline that the session recorded, on the clock that
     // the programs read.
     let meta = std::fs::read_link(session_dir(name).join("meta_0")).expect("the session's description");
@@ -240,6 +242,7 @@ pub fn ttl_expiry(name: &str, point: &str, ttl_seconds: u64) {
     thread::sleep(Duration::from_nanos(deadline - now) + Duration::from_millis(200));
     kills(4);
     assert_eq!(pinned_total(&map), 2, "nothing counted after the deadline");
+
     let listed = session_ok(&["list"]);
     assert!(
         text(&listed.stderr).contains(&format!("removed expired session {name}")),
@@ -435,6 +438,11 @@ pub fn export_with_curl(name: &str, point: &str, port: u16) {
     session_ok(&["start", name, "-e", &script]);
     let ids = program_ids(name);
     kills(3);
+
+    let invalid = probe(&["session", "export", name, "--listen", "localhost"]);
+    assert_eq!(invalid.status.code(), Some(2), "{}", text(&invalid.stderr));
+    assert!(text(&invalid.stderr).contains("invalid --listen `localhost`"), "{}", text(&invalid.stderr));
+
     let address = format!("127.0.0.1:{port}");
     let mut server = Command::new(bin("probe"))
         .args(["session", "export", name, "--listen", &address])
@@ -453,11 +461,15 @@ pub fn export_with_curl(name: &str, point: &str, port: u16) {
         assert!(Instant::now() < deadline, "curl {url}: {}", text(&output.stderr));
         thread::sleep(Duration::from_millis(200));
     };
+    let other = run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{address}/other")]));
+    assert_eq!(text(&other.stdout), "404");
+
     let _ = server.kill();
     let mut stderr = String::new();
     let _ = server.stderr.take().map(|mut pipe| pipe.read_to_string(&mut stderr));
     let _ = server.wait();
     session_ok(&["stop", name]);
+
     let expected = [
         "# TYPE probe_session_map_value gauge".to_owned(),
         format!("probe_session_map_value{{session=\"{name}\",map=\"@kills\",key=\"probe-test-help\"}} 3"),
