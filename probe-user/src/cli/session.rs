@@ -463,7 +463,7 @@ fn list() -> Result<(), CliError> {
             let (hits, time, per_hit) = if !stats.loaded {
                 ("detached".to_owned(), "-".to_owned(), "-".to_owned())
             } else if stats_on {
-                let per_hit = if stats.run_count == 0 { "-".to_owned() } else { format_ns(stats.run_time_ns / stats.run_count) };
+                let per_hit = stats.run_time_ns.checked_div(stats.run_count).map_or("-".to_owned(), format_ns);
                 (stats.run_count.to_string(), format_ns(stats.run_time_ns), per_hit)
             } else {
                 ("-".to_owned(), "-".to_owned(), "-".to_owned())
