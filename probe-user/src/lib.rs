@@ -14,6 +14,7 @@ pub mod mitigate;
 pub mod planner;
 pub mod runtime;
 pub mod script;
+pub mod session;
 pub mod suggest;
 pub mod symbolize;
 pub mod tracer;

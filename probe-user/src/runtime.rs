@@ -42,6 +42,8 @@ use crate::{
     symbolize::Resolver,
 };
 
+pub mod pin;
+
 /// Error from loading or attaching a script.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -241,19 +243,23 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
         maps,
         drops,
         map_size: compiled.map_size,
-        symbols: {
-            let symbols = Resolver::new(stack_maps);
-            symbols.add_files(compiled.probes.iter().filter_map(|probe| match &probe.kind {
-                ProbeKind::Uprobe { path, .. } => Some(std::path::PathBuf::from(path)),
-                _ => None,
-            }));
-            symbols
-        },
+        symbols: resolver(compiled, stack_maps),
         begin,
         end,
         attached,
         functions,
     })
+}
+
+/// Returns the symbolizer of a script with these stack trace maps, which
+/// knows the script's uprobe binaries.
+fn resolver(compiled: &Compiled, stack_maps: Vec<(MapData, bool, u32)>) -> Resolver {
+    let symbols = Resolver::new(stack_maps);
+    symbols.add_files(compiled.probes.iter().filter_map(|probe| match &probe.kind {
+        ProbeKind::Uprobe { path, .. } => Some(std::path::PathBuf::from(path)),
+        _ => None,
+    }));
+    symbols
 }
 
 /// A kprobe attachment that this module made itself, with what the

@@ -180,6 +180,12 @@ impl Resolver {
         }
     }
 
+    /// Returns the stack trace maps: each with whether it contains user
+    /// stacks and its frame limit.
+    pub fn stack_maps(&self) -> &[(MapData, bool, u32)] {
+        &self.stack_maps
+    }
+
     /// Adds files whose build ids may name user frames of processes that
     /// exited before their stacks were printed.
     pub fn add_files(&self, paths: impl IntoIterator<Item = PathBuf>) {

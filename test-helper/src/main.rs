@@ -72,6 +72,11 @@ enum Command {
         name_prefix: Option<String>,
     },
 
+    /// Print the sum of every value of the pinned per-CPU hash map at
+    /// PATH, whose keys and values must be 8 bytes, such as a script's
+    /// `@m = count()` or `@m[1] = count()`.
+    MapSum { path: PathBuf },
+
     /// Call kill(PID, 0) for each PID and print `PID RESULT`, where RESULT
     /// is 0 or the negative errno (-3 is ESRCH: no such process).
     KillZero {
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
             count,
         } => open_loop(&path, Duration::from_millis(interval_ms), count),
         Command::BpfObjects { name_prefix } => print_bpf_objects(name_prefix.as_deref()),
+        Command::MapSum { path } => print_map_sum(&path),
         Command::KillZero { pids } => {
             kill_zero(&pids);
             Ok(true)
@@ -358,6 +364,20 @@ fn open_loop(path: &Path, interval: Duration, count: u64) -> Result<bool> {
         eprintln!("probe-test-helper: open-loop: {failures} of {count} opens failed");
     }
     Ok(failures == 0)
+}
+
+fn print_map_sum(path: &Path) -> Result<bool> {
+    use aya::maps::{Map, MapData, PerCpuHashMap};
+    let data = MapData::from_pin(path).with_context(|| format!("failed to open the pinned map {}", path.display()))?;
+    let map: PerCpuHashMap<MapData, u64, u64> = PerCpuHashMap::try_from(Map::PerCpuHashMap(data))
+        .with_context(|| format!("{} is not a per-CPU hash map of 8-byte keys and values", path.display()))?;
+    let mut sum = 0u64;
+    for entry in map.iter() {
+        let (_, values) = entry.with_context(|| format!("failed to read {}", path.display()))?;
+        sum += values.iter().sum::<u64>();
+    }
+    println!("{sum}");
+    Ok(true)
 }
 
 fn print_bpf_objects(name_prefix: Option<&str>) -> Result<bool> {

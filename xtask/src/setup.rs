@@ -16,8 +16,9 @@ use crate::kernels::{self, Series};
 
 /// Debian packages: LLVM 22 for bpf-linker, QEMU, busybox, cpio and xz
 /// (to unpack kernel modules) for the test VM, bpftrace and bpftool as
-/// references to compare with.
-const DEBIAN_PACKAGES: [&str; 10] = [
+/// references to compare with, and tmux and curl, which the session tests
+/// drive `probe top` and scrape the metrics endpoint with.
+const DEBIAN_PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -28,6 +29,8 @@ const DEBIAN_PACKAGES: [&str; 10] = [
     "xz-utils",
     "bpftrace",
     "bpftool",
+    "tmux",
+    "curl",
 ];
 
 /// bpf-linker must be built against the LLVM of the nightly toolchain that

@@ -374,7 +374,11 @@ fn run_bench_smoke() -> RunReport {
 }
 
 /// The VM test targets, each with the path of its binary in the guest.
-const VM_TEST_TARGETS: [(&str, &str); 2] = [("vm", "/usr/bin/vm-tests"), ("vm_mitigate", "/usr/bin/vm-mitigate-tests")];
+const VM_TEST_TARGETS: [(&str, &str); 3] = [
+    ("vm", "/usr/bin/vm-tests"),
+    ("vm_mitigate", "/usr/bin/vm-mitigate-tests"),
+    ("vm_session", "/usr/bin/vm-session-tests"),
+];
 
 /// The kernel command line of the boot without the BPF LSM: Debian's LSM
 /// list for Linux 6.1 without `bpf`.
@@ -483,12 +487,14 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
             "kprobe,fentry,lsm".to_owned(),
         ),
     ];
-    // Both binaries run in one boot; the exit status is non-zero when
-    // either failed, and each prints its own `test result:` line.
-    let both = [
+    // The binaries run in one boot; the exit status is non-zero when any
+    // failed, and each prints its own `test result:` line.
+    let all_binaries = [
         "sh".to_owned(),
         "-c".to_owned(),
-        "vm-tests --test-threads=1; first=$?; vm-mitigate-tests --test-threads=1 || exit $?; exit $first".to_owned(),
+        "status=0; for tests in vm-tests vm-mitigate-tests vm-session-tests; do \
+         $tests --test-threads=1 || status=$?; done; exit $status"
+            .to_owned(),
     ];
 
     let mut reports = Vec::new();
@@ -498,7 +504,7 @@ fn run_vm_tests(series_list: &[Series], timeout: Duration) -> Result<Vec<RunRepo
             "tier 4: VM integration tests on {} ({})",
             series, kernel.package
         ));
-        reports.push(run_vm_boot(&kernel, None, &env, &files, &both, timeout, name)?);
+        reports.push(run_vm_boot(&kernel, None, &env, &files, &all_binaries, timeout, name)?);
     }
 
     if series_list.contains(&Series::Linux6_1) {

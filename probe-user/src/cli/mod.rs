@@ -30,6 +30,8 @@ mod child;
 pub mod list;
 pub mod mitigate;
 pub mod run;
+pub mod session;
+pub mod top;
 
 use std::process::ExitCode;
 
@@ -142,6 +144,12 @@ enum ProbeCommand {
     /// Apply, list and remove temporary mitigations: BPF LSM rules that
     /// deny one kind of operation, for a stated time.
     Mitigate(mitigate::MitigateArgs),
+    /// Start scripts that keep running after the command returns, list,
+    /// read, export and stop them.
+    Session(session::SessionArgs),
+    /// A live view of every session and mitigation, refreshed every
+    /// second: events, CPU time and lost events.
+    Top(top::TopArgs),
 }
 
 const EXIT_STATUS_HELP: &str =
@@ -163,6 +171,8 @@ pub fn probe_main() -> ExitCode {
         ProbeCommand::Run(args) => args.verbose,
         ProbeCommand::List(_) => 0,
         ProbeCommand::Mitigate(args) => args.verbosity(),
+        ProbeCommand::Session(args) => args.verbose,
+        ProbeCommand::Top(_) => 0,
     };
     init_logging(verbosity);
     remove_expired_mitigations("probe");
@@ -171,13 +181,18 @@ pub fn probe_main() -> ExitCode {
         ProbeCommand::Run(args) => finish("probe run", run::run(&args)),
         ProbeCommand::List(args) => finish("probe list", list::run(&args)),
         ProbeCommand::Mitigate(args) => finish("probe mitigate", mitigate::run(&args)),
+        ProbeCommand::Session(args) => finish("probe session", session::run(&args)),
+        ProbeCommand::Top(args) => finish("probe top", top::run(&args)),
     }
 }
 
-/// Removes the mitigations past their deadline, as every command does
+/// Removes the mitigations and sessions past their deadline, as every command does
 /// first, and prints which.
 fn remove_expired_mitigations(program: &str) {
     for meta in crate::mitigate::remove_expired_if_any() {
         status!("{program}: removed expired mitigation {} ({})", meta.id, meta.rule);
+    }
+    for message in crate::session::remove_expired_if_any() {
+        status!("{program}: {message}");
     }
 }

@@ -56,6 +56,7 @@ pub fn name_size<'a>(names: impl Iterator<Item = &'a String>) -> u32 {
 pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
     pub const KTIME_GET_NS: i32 = 5;
+    pub const KTIME_GET_BOOT_NS: i32 = 125;
     pub const GET_SMP_PROCESSOR_ID: i32 = 8;
     pub const GET_CURRENT_PID_TGID: i32 = 14;
     pub const GET_CURRENT_UID_GID: i32 = 15;
@@ -85,6 +86,10 @@ pub struct CodegenOptions {
     /// Entry size of the names map that kprobe.multi programs read `func`
     /// and `probe` from.
     pub name_size: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`, Linux 5.8
+    /// and later) after which every probe but `BEGIN` and `END` returns
+    /// at once; 0 for no deadline.
+    pub deadline_boot_ns: u64,
 }
 
 impl Default for CodegenOptions {
@@ -95,6 +100,7 @@ impl Default for CodegenOptions {
             max_strlen: 64,
             start_ktime_ns: 0,
             name_size: 8,
+            deadline_boot_ns: 0,
         }
     }
 }
@@ -232,6 +238,9 @@ pub fn generate(
     if let (Some(pid), false) = (options.pid, is_begin_or_end) {
         codegen.pid_filter(pid);
     }
+    if options.deadline_boot_ns != 0 && !is_begin_or_end {
+        codegen.deadline_check(options.deadline_boot_ns);
+    }
     if let Some(predicate) = predicate {
         codegen.set_line(predicate.span);
         let mark = codegen.f.temporaries_mark();
@@ -330,6 +339,25 @@ impl Codegen<'_> {
             op: JmpOp::Ne,
             lhs: pid_tgid,
             rhs: Value::Reg(pid),
+            target: done,
+        });
+    }
+
+    /// Ends the program when the boot-time clock is past `deadline`.
+    fn deadline_check(&mut self, deadline: u64) {
+        let now = self.f.vreg();
+        self.f.push(Inst::Call {
+            helper: helper::KTIME_GET_BOOT_NS,
+            args: vec![],
+            ret: Some(now),
+        });
+        let limit = self.f.vreg();
+        self.f.push(Inst::Imm64 { dst: limit, value: deadline });
+        let done = self.done;
+        self.f.push(Inst::Branch {
+            op: JmpOp::Gt,
+            lhs: now,
+            rhs: Value::Reg(limit),
             target: done,
         });
     }
