@@ -512,3 +512,29 @@ fn exit_stops_later_events() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("lost"), "records after exit() were reported lost:\n{stderr}");
 }
+
+#[test]
+fn session_keeps_uprobe_stacks() {
+    if !is_root() {
+        return;
+    }
+    let helper = helper_path();
+    let name = format!("host-user-{}", std::process::id());
+    let probe = |args: &[&str]| run(Command::new(bin("probe")).arg("session").args(args));
+    let started = probe(&["start", &name, "-e", &format!("uprobe:{helper}:chain_c {{ @[ustack(3)] = count(); }}")]);
+    assert!(started.status.success(), "start failed:\n{}", text(&started.stderr));
+
+    // The helper exits before the maps are read: the frames are named
+    // from the uprobe binary's build id.
+    let calls = run(Command::new(&helper).args(["call-chain", "2", "--linger-ms", "0"]));
+    assert!(calls.status.success());
+    let shown = probe(&["show", &name]);
+    let stopped = probe(&["stop", &name]);
+    let shown_text = text(&shown.stdout);
+    assert!(shown.status.success(), "show failed:\n{}", text(&shown.stderr));
+    assert!(stopped.status.success(), "stop failed:\n{}", text(&stopped.stderr));
+    assert!(shown_text.contains("@[\n    chain_c+0"), "no chain_c stack in show:\n{shown_text}");
+    assert!(shown_text.contains("]: 2"), "the stack was not counted twice:\n{shown_text}");
+    assert!(text(&stopped.stdout).contains("]: 2"), "stop did not print the final map:\n{}", text(&stopped.stdout));
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/probe/sessions/{name}")).exists(), "the session's pins are left");
+}
