@@ -314,13 +314,7 @@ impl Resolver {
         let frames = if user {
             self.user_stack(pid, &stack[..stack.len().min(limit)])
         } else {
-            let addresses: Vec<u64> = stack
-                .iter()
-                .filter_map(|frame| match frame {
-                    Frame::Address(address) => Some(*address),
-                    Frame::FileOffset { .. } => None,
-                })
-                .collect();
+            let addresses = addresses_of(stack);
             let glue = match self.kernel_symbols() {
                 Some(symbols) => addresses.iter().take_while(|address| symbols.is_glue(**address)).count(),
                 None => 0,
@@ -341,13 +335,7 @@ impl Resolver {
     /// Formats user frames: addresses through the process's mappings,
     /// file offsets through the file with their build id.
     fn user_stack(&self, pid: u32, stack: &[Frame]) -> Vec<String> {
-        let addresses: Vec<u64> = stack
-            .iter()
-            .filter_map(|frame| match frame {
-                Frame::Address(address) => Some(*address),
-                Frame::FileOffset { .. } => None,
-            })
-            .collect();
+        let addresses = addresses_of(stack);
         let mut named_addresses = self.user_frames(pid, &addresses, true).into_iter();
         stack
             .iter()
@@ -419,6 +407,17 @@ impl UserSymbol {
         }
         text
     }
+}
+
+/// Returns the frames given as addresses, in order.
+fn addresses_of(stack: &[Frame]) -> Vec<u64> {
+    stack
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Address(address) => Some(*address),
+            Frame::FileOffset { .. } => None,
+        })
+        .collect()
 }
 
 /// Returns where Debian and Fedora install the detached debug file of

@@ -308,14 +308,24 @@ impl Codegen<'_> {
 
     /// Returns a pointer to the exit flag, 0 when the lookup fails.
     pub(crate) fn exit_flag(&mut self) -> VReg {
+        self.first_element(EXIT_MAP)
+    }
+
+    /// Returns a pointer to element 0 of array `map`, 0 when the lookup
+    /// fails.
+    pub(crate) fn first_element(&mut self, map: MapRef) -> VReg {
         let key = self.f.slot(4);
         self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: Value::Imm(0) });
         let key_address = self.f.vreg();
         self.f.push(Inst::StackAddr { dst: key_address, slot: key, off: 0 });
-        let map = self.f.vreg();
-        self.f.push(Inst::LoadMap { dst: map, map: EXIT_MAP });
+        let map_address = self.f.vreg();
+        self.f.push(Inst::LoadMap { dst: map_address, map });
         let value = self.f.vreg();
-        self.f.push(Inst::Call { helper: helper::MAP_LOOKUP_ELEM, args: vec![map.into(), key_address.into()], ret: Some(value) });
+        self.f.push(Inst::Call {
+            helper: helper::MAP_LOOKUP_ELEM,
+            args: vec![map_address.into(), key_address.into()],
+            ret: Some(value),
+        });
         value
     }
 

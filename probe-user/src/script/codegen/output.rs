@@ -601,18 +601,7 @@ impl Codegen<'_> {
         self.f.push(Inst::Jump { target: end });
 
         self.f.push(Inst::Label(record.full));
-        let key = self.f.slot(4);
-        self.f.push(Inst::StoreStack { size: Size::W, slot: key, off: 0, src: Value::Imm(0) });
-        let key_address = self.f.vreg();
-        self.f.push(Inst::StackAddr { dst: key_address, slot: key, off: 0 });
-        let lost_map = self.f.vreg();
-        self.f.push(Inst::LoadMap { dst: lost_map, map: LOST_MAP });
-        let counter = self.f.vreg();
-        self.f.push(Inst::Call {
-            helper: helper::MAP_LOOKUP_ELEM,
-            args: vec![lost_map.into(), key_address.into()],
-            ret: Some(counter),
-        });
+        let counter = self.first_element(LOST_MAP);
         self.f.push(Inst::Branch { op: JmpOp::Eq, lhs: counter, rhs: Value::Imm(0), target: end });
         let value = self.f.vreg();
         self.f.push(Inst::Load { size: Size::DW, dst: value, base: counter, off: 0 });
