@@ -251,8 +251,8 @@ pub fn load(compiled: &Compiled, source: &Source, dry_run: bool, verbose: bool) 
     })
 }
 
-/// Returns the symbolizer of a script with these stack trace maps, which
-/// knows the script's uprobe binaries.
+/// Returns the symbolizer of a script with these stack trace maps, with
+/// the script's uprobe binaries among the files it reads build ids from.
 fn resolver(compiled: &Compiled, stack_maps: Vec<(MapData, bool, u32)>) -> Resolver {
     let symbols = Resolver::new(stack_maps);
     symbols.add_files(compiled.probes.iter().filter_map(|probe| match &probe.kind {
@@ -296,7 +296,7 @@ impl KprobeAttachment {
 
 /// Detaches kprobes and uprobes from several threads at once. Removing
 /// one waits for an RCU grace period (tens of milliseconds), and waits in
-/// parallel share grace periods: one at a time, a thousand kprobes took
+/// parallel share grace periods. One at a time, a thousand kprobes took
 /// 49 s to detach on a Linux 6.1 VM, and 349 uprobes 40 s on Linux 6.18.
 fn detach_kprobes(kprobes: Vec<KprobeAttachment>) {
     const PER_THREAD: usize = 16;
@@ -1054,7 +1054,7 @@ impl Loaded {
         Ok(entries)
     }
 
-    /// Tells whether some map key holds user stacks or user symbols,
+    /// Tells whether some map key contains user stacks or user symbols,
     /// which [`Loaded::name_user_symbols`] names while their processes
     /// run.
     pub fn has_user_symbol_keys(&self) -> bool {

@@ -210,13 +210,13 @@ impl Resolver {
         if let Some(cached) = self.file_cache.borrow().get(&key) {
             return Some(format_file_symbol(cached.as_ref(), &path, offset));
         }
-        // The file with its DWARF, then its own symbol tables, then the
-        // symbol table of its detached debug file (Debian's `-dbg`
-        // packages, found by build id): blazesym fails a whole source on a
-        // debug section it cannot read, and stripped files such as ld.so
-        // name their internal functions only in the debug file. A debug
-        // file has the addresses but not the code, so every source is
-        // looked up by address, not by file offset.
+        // Sources in order: the file with its DWARF, its own symbol
+        // tables, then the symbol table of its detached debug file
+        // (Debian's `-dbg` packages, found by build id). blazesym fails a
+        // whole source on a debug section it cannot read, and stripped
+        // files such as ld.so name their internal functions only in the
+        // debug file. A debug file has the addresses but not the code, so
+        // every source is looked up by address, not by file offset.
         let mut sources = vec![symbolize::source::Elf::new(&path)];
         let mut elf = symbolize::source::Elf::new(&path);
         elf.debug_syms = false;

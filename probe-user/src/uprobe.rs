@@ -49,9 +49,9 @@ impl fmt::Display for TargetError {
 }
 
 /// Finds the file that `binary` names: a path (absolute or relative), a
-/// library name such as `libc` or `libc.so.6` (looked up in the
-/// process's mappings when `pid` is given, then where the dynamic loader
-/// looks), or a program name found in `PATH`.
+/// library name such as `libc` or `libc.so.6`, or a program name found in
+/// `PATH`. A library is looked up in the mappings of process `pid` when
+/// it is given, then where the dynamic loader looks.
 pub fn resolve_binary(binary: &str, pid: Option<u32>) -> Result<PathBuf, TargetError> {
     if binary.is_empty() {
         return Err(TargetError::new("the uprobe names no binary")
@@ -331,7 +331,8 @@ pub fn function_names(path: &Path) -> Result<Vec<String>, TargetError> {
     Ok(names.into_iter().collect())
 }
 
-/// What [`resolve_location`] checks besides the location's existence.
+/// The checks that [`resolve_location`] makes besides the location's
+/// existence.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LocationChecks {
     /// The probe is a uretprobe, which must sit at a function's entry.
@@ -389,7 +390,7 @@ pub fn resolve_location(path: &Path, location: &UserLocation, checks: LocationCh
     };
     if let object::SegmentFlags::Elf { p_flags } = segment.flags() {
         if p_flags & object::elf::PF_X == 0 {
-            return Err(TargetError::new(format!("address {address:#x} of `{shown}` is in a segment that holds no code"))
+            return Err(TargetError::new(format!("address {address:#x} of `{shown}` is in a segment without code"))
                 .with_hint("give the address of an instruction, from `objdump -d`"));
         }
     }

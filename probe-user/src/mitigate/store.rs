@@ -130,17 +130,29 @@ impl Meta {
 
     /// Tells whether the deadline has passed at `now_boot_ns`.
     pub fn expired(&self, now_boot_ns: u64) -> bool {
-        self.deadline_boot_ns != 0 && now_boot_ns >= self.deadline_boot_ns
+        deadline_passed(self.deadline_boot_ns, now_boot_ns)
     }
 
     /// Seconds until the deadline, `None` without one.
     pub fn seconds_left(&self, now_boot_ns: u64) -> Option<u64> {
-        (self.deadline_boot_ns != 0).then(|| self.deadline_boot_ns.saturating_sub(now_boot_ns).div_ceil(1_000_000_000))
+        seconds_until(self.deadline_boot_ns, now_boot_ns)
     }
 
     pub fn mode(&self) -> &'static str {
         if self.audit { "audit" } else { "enforce" }
     }
+}
+
+/// Tells whether a boot-time deadline (0 for none) has passed at
+/// `now_boot_ns`. Mitigations and sessions share it.
+pub fn deadline_passed(deadline_boot_ns: u64, now_boot_ns: u64) -> bool {
+    deadline_boot_ns != 0 && now_boot_ns >= deadline_boot_ns
+}
+
+/// Returns the seconds until a boot-time deadline, rounded up, or `None`
+/// without one (0).
+pub fn seconds_until(deadline_boot_ns: u64, now_boot_ns: u64) -> Option<u64> {
+    (deadline_boot_ns != 0).then(|| deadline_boot_ns.saturating_sub(now_boot_ns).div_ceil(1_000_000_000))
 }
 
 /// An applied mitigation found in bpffs.

@@ -42,7 +42,7 @@ pub fn script_map_name(index: usize) -> String {
     format!("map_{index}")
 }
 
-/// The ELF name of stack trace map number `index`.
+/// Returns the ELF name of stack trace map number `index`.
 pub fn stack_map_name(index: usize) -> String {
     format!("stack_{index}")
 }

@@ -1,5 +1,5 @@
-//! Which parts of a script can run in a session, with no process reading
-//! its output.
+//! The parts of a script that can run in a session, with no process
+//! reading its output.
 //!
 //! `printf` and `print(expr)` records wait in the pinned ring buffer for
 //! `probe session attach`, and are counted as lost once it is full.

@@ -36,7 +36,7 @@ pub const METRICS_HELP: &str = "Metrics, each labelled session=\"NAME\":
   probe_session_probe_run_seconds_total{probe}  time spent in each probe (likewise)
 `key` is the key's parts joined with `,`; histograms and strings are not exported.";
 
-/// The label value of a map's name, `@name`.
+/// Returns the label value of a map's name, `@name`.
 fn map_label(spec: &MapSpec) -> String {
     format!("@{}", spec.name)
 }

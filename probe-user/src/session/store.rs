@@ -43,17 +43,17 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The directory of session `name`.
+/// Returns the directory of session `name`.
 pub fn dir_of(name: &str) -> PathBuf {
     Path::new(ROOT).join(name)
 }
 
-/// The pinned link of program `symbol`.
+/// Returns the pin name of the link of program `symbol`.
 pub fn link_pin(symbol: &str) -> String {
     format!("link_{symbol}")
 }
 
-/// The pinned `END` program `symbol`.
+/// Returns the pin name of the `END` program `symbol`.
 pub fn end_pin(symbol: &str) -> String {
     format!("end_{symbol}")
 }
@@ -140,12 +140,12 @@ impl Meta {
 
     /// Tells whether the deadline has passed at `now_boot_ns`.
     pub fn expired(&self, now_boot_ns: u64) -> bool {
-        self.deadline_boot_ns != 0 && now_boot_ns >= self.deadline_boot_ns
+        crate::mitigate::store::deadline_passed(self.deadline_boot_ns, now_boot_ns)
     }
 
     /// Seconds until the deadline, `None` without one.
     pub fn seconds_left(&self, now_boot_ns: u64) -> Option<u64> {
-        (self.deadline_boot_ns != 0).then(|| self.deadline_boot_ns.saturating_sub(now_boot_ns).div_ceil(1_000_000_000))
+        crate::mitigate::store::seconds_until(self.deadline_boot_ns, now_boot_ns)
     }
 
     /// Kernel ids of every program of the session.

@@ -295,8 +295,8 @@ impl Codegen<'_> {
         self.f.set_line(line);
     }
 
-    /// Returns from the program once `exit()` has run: the events after
-    /// it would only fill the ring buffer that nobody reads any more.
+    /// Returns from the program once `exit()` has run, because the events
+    /// after it would only fill a ring buffer that is no longer read.
     fn skip_after_exit(&mut self) {
         let value = self.exit_flag();
         let done = self.done;

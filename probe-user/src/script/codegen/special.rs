@@ -1,8 +1,8 @@
 //! Values that user space renders: `kstack` and `ustack`, `ksym()`,
 //! `usym()`, `ntop()` and `buf()`, and the compile-time `kaddr()`.
 //!
-//! The kernel side only collects raw bytes (addresses, a stack id, an
-//! address family); symbol names come from kallsyms and the traced
+//! The kernel side only collects raw bytes: addresses, a stack id, an
+//! address family. Symbol names come from kallsyms and the traced
 //! program's ELF files when the record or map is printed.
 
 use super::{Codegen, IntTy, Result, Val, helper, output::BUILD_ID_FRAME_SIZE};
@@ -79,12 +79,12 @@ impl Codegen<'_> {
         Ok(Val::Stack { user, frames })
     }
 
-    /// Returns the `bpf_get_stack` flags for a stack: the user-space
-    /// flag, and for kernel stacks of trampoline programs (fentry, fexit,
-    /// lsm) two frames to skip, the program's own and the trampoline's,
-    /// so that the stack starts at the traced function as a kprobe's does.
-    /// Measured on Linux 6.1 and 6.12; user space still drops any BPF
-    /// frames left at the top.
+    /// Returns the `bpf_get_stack` flags for a stack: the user-space flag
+    /// for user stacks. Kernel stacks of trampoline programs (fentry,
+    /// fexit, lsm) skip two frames, the program's own and the
+    /// trampoline's, so that they start at the traced function as a
+    /// kprobe's do. The count was measured on Linux 6.1 and 6.12, and user
+    /// space still drops any BPF frames left at the top.
     fn stack_flags(&self, user: bool) -> i32 {
         use super::super::probes::ProbeKind;
         if user {

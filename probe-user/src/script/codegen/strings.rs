@@ -249,7 +249,7 @@ impl Codegen<'_> {
     /// `str(pointer [, length])`.
     pub(crate) fn str_call(&mut self, args: &[Expr], span: Span) -> Result<Val> {
         let chars = self.str_length(args, span, MAX_STACK_STRLEN, "outside printf and print")?;
-        // The buffer holds the characters and the terminating NUL.
+        // The buffer contains the characters and the terminating NUL.
         let len = chars + 1;
         let value = self.expr(&args[0])?;
         match value {
